@@ -1,0 +1,55 @@
+# Everything a fresh machine needs, in order: Debian packages, a virtualenv,
+# the local CPU build of torch (before anything that depends on torch), then
+# the project itself. Stamp files make a re-run skip what is already done.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: test lint format install system-packages clean
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+system-packages: $(VENV)/.system-packages
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# Chromium for the browser tests (playwright cannot download a browser here).
+$(VENV)/.system-packages:
+	@mkdir -p $(VENV)
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium fonts-dejavu-core; \
+	fi
+	touch $@
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned: this version is the local CPU build; an unpinned torch
+# (asked for by any dependency) would pull a multi-GB CUDA build instead.
+$(VENV)/.torch: | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch $(VENV)/.system-packages
+	$(PY) -m pip install -q -e '.[all,test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Statistics for human studies: Bradley-Terry, Thurstone, MOS, uncertainty, quality control, and the report. Never imports torch or Flask."""

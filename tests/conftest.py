@@ -1,0 +1,41 @@
+"""Fixtures every test area shares: offline hub access and the reference data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: tiny models are built from config.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> Path | None:
+    """The reference data folder: $HPRUNE_SHARED_DATA, else ../shared/data beside the checkout."""
+    candidates = [os.environ.get("HPRUNE_SHARED_DATA"), REPO_ROOT.parent / "shared" / "data"]
+    candidates.append("/work/shared/data")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "README.md").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Real prompt sets, pairwise data and full-size architecture configs (../shared/data)."""
+    path = find_shared_data()
+    if path is None:
+        pytest.fail("reference data not found: set HPRUNE_SHARED_DATA to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests keep files worth looking at afterwards (screenshots, plots)."""
+    path = REPO_ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
