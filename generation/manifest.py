@@ -1,0 +1,168 @@
+"""stimuli/manifest.csv: one row per rendered image, the contract every later stage reads.
+
+Columns, in this order (design.md): ``image_id, file, sha256, variant, prompt_id, prompt,
+category, seed, width, height, steps, guidance, model_fingerprint, created_at``.
+``file`` is relative to the stimuli folder. :func:`verify_manifest` checks that the rows
+and the image files agree: every listed file exists with its hash, no file or image id
+is listed twice, no (variant, prompt, seed) appears twice, and no image sits in the
+folder unlisted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hprune.errors import UserError
+from hprune.fileio import atomic_write_text
+
+MANIFEST_NAME = "manifest.csv"
+IMAGE_DIR = "images"
+COLUMNS = (
+    "image_id",
+    "file",
+    "sha256",
+    "variant",
+    "prompt_id",
+    "prompt",
+    "category",
+    "seed",
+    "width",
+    "height",
+    "steps",
+    "guidance",
+    "model_fingerprint",
+    "created_at",
+)
+_INT_COLUMNS = ("seed", "width", "height", "steps")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image of a stimulus set."""
+
+    image_id: str
+    file: str
+    sha256: str
+    variant: str
+    prompt_id: str
+    prompt: str
+    category: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    model_fingerprint: str
+    created_at: str
+
+    @property
+    def item(self) -> tuple[str, str, int]:
+        """What the image shows: (variant, prompt_id, seed), unique within a set."""
+        return (self.variant, self.prompt_id, self.seed)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict, *, where: str = "") -> ManifestRow:
+        """A row from string or typed values; UserError if a column is missing or malformed."""
+        missing = [c for c in COLUMNS if record.get(c) is None]
+        if missing:
+            raise UserError(f"{where}: missing column(s) {', '.join(missing)}")
+        values = {c: record[c] for c in COLUMNS}
+        try:
+            for column in _INT_COLUMNS:
+                values[column] = int(values[column])
+            values["guidance"] = float(values["guidance"])
+        except ValueError:
+            raise UserError(f"{where}: seed/width/height/steps/guidance must be numbers") from None
+        for column in COLUMNS:
+            if column not in _INT_COLUMNS and column != "guidance":
+                values[column] = str(values[column])
+        if not values["image_id"] or not values["file"] or not values["variant"]:
+            raise UserError(f"{where}: empty image_id, file or variant")
+        return cls(**values)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_text(rows: Iterable[ManifestRow]) -> str:
+    """The CSV text of ``rows`` (header included)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.to_dict())
+    return buffer.getvalue()
+
+
+def write_manifest(stimuli_dir: str | Path, rows: Iterable[ManifestRow]) -> Path:
+    """Write ``stimuli_dir/manifest.csv`` atomically."""
+    path = Path(stimuli_dir) / MANIFEST_NAME
+    atomic_write_text(path, manifest_text(rows))
+    return path
+
+
+def read_manifest(stimuli_dir: str | Path) -> list[ManifestRow]:
+    """The rows of ``stimuli_dir/manifest.csv``; UserError if it is missing or malformed."""
+    path = Path(stimuli_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{stimuli_dir} has no {MANIFEST_NAME} (render it with 'hprune render')")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in header]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}")
+        return [
+            ManifestRow.from_dict(record, where=f"{path}:{reader.line_num}") for record in reader
+        ]
+
+
+def check_unique(rows: Iterable[ManifestRow], *, where: str) -> None:
+    """No image id, file or (variant, prompt, seed) twice."""
+    seen: dict[str, set] = {"image_id": set(), "file": set(), "item": set()}
+    for row in rows:
+        for key, value in (("image_id", row.image_id), ("file", row.file), ("item", row.item)):
+            if value in seen[key]:
+                raise UserError(f"{where}: {key} {value!r} is listed twice")
+            seen[key].add(value)
+
+
+def verify_manifest(stimuli_dir: str | Path, *, check_hashes: bool = True) -> list[ManifestRow]:
+    """Read the manifest and check it against the folder; UserError on the first disagreement."""
+    stimuli_dir = Path(stimuli_dir)
+    rows = read_manifest(stimuli_dir)
+    where = str(stimuli_dir / MANIFEST_NAME)
+    check_unique(rows, where=where)
+    root = stimuli_dir.resolve()
+    for row in rows:
+        path = (stimuli_dir / row.file).resolve()
+        if not path.is_relative_to(root):
+            raise UserError(f"{where}: image {row.image_id} points outside the folder ({row.file})")
+        if not path.is_file():
+            raise UserError(f"{where} disagrees with the files: {row.file} is missing")
+        if check_hashes and sha256_file(path) != row.sha256:
+            raise UserError(f"{where} disagrees with the files: {row.file} has a different sha256")
+    listed = {(stimuli_dir / row.file).resolve() for row in rows}
+    unlisted = sorted(
+        p.name for p in (stimuli_dir / IMAGE_DIR).glob("*.png") if p.resolve() not in listed
+    )
+    if unlisted:
+        raise UserError(
+            f"{where} disagrees with the files: {len(unlisted)} image(s) not listed, e.g. {IMAGE_DIR}/{unlisted[0]}"
+        )
+    return rows
