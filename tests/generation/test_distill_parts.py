@@ -1,0 +1,220 @@
+"""The distillation parts that need no pruned model: data reading, losses, block weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from generation.distill import data as dd
+from generation.distill import losses, weighting
+from hprune.errors import UserError
+
+
+def _image(path: Path, size=(40, 24), colour=(255, 0, 0), mode="RGB") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour).save(path)
+    return path
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def test_sidecar_folder_with_txt_and_json_captions(tmp_path: Path) -> None:
+    _image(tmp_path / "b.png")
+    (tmp_path / "b.txt").write_text("a red square\n")
+    _image(tmp_path / "sub" / "a.jpg")
+    (tmp_path / "sub" / "a.json").write_text(json.dumps({"text": "a blue circle"}))
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "stray.txt").write_text("ignored")
+    pairs = dd.read_captioned_images(tmp_path)
+    assert [(p.key, p.caption) for p in pairs] == [
+        ("b.png", "a red square"),
+        ("sub/a.jpg", "a blue circle"),
+    ]
+    assert dd.dataset_fingerprint(pairs) == dd.dataset_fingerprint(
+        dd.read_captioned_images(tmp_path)
+    )
+    (tmp_path / "b.txt").write_text("a green square")
+    assert dd.dataset_fingerprint(pairs) != dd.dataset_fingerprint(
+        dd.read_captioned_images(tmp_path)
+    )
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "metadata.jsonl"])
+def test_listings(tmp_path: Path, kind: str) -> None:
+    _image(tmp_path / "img" / "x.png")
+    _image(tmp_path / "img" / "y.png")
+    frame = pd.DataFrame({"file_name": ["img/y.png", "img/x.png"], "caption": ["two", "one"]})
+    if kind == "csv":
+        source = tmp_path / "list.csv"
+        frame.to_csv(source, index=False)
+    elif kind == "parquet":
+        source = tmp_path / "list.parquet"
+        frame.to_parquet(source)
+    else:
+        frame.to_json(tmp_path / "metadata.jsonl", orient="records", lines=True)
+        source = tmp_path
+    pairs = dd.read_captioned_images(source)
+    assert [(p.key, p.caption) for p in pairs] == [("img/x.png", "one"), ("img/y.png", "two")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: None, "holds no captioned images"),
+        (lambda d: (d / "orphan.txt").write_text("a cat"), "has no image beside it"),
+        (lambda d: _image(d / "lonely.png"), "has no caption file"),
+        (lambda d: (_image(d / "e.png"), (d / "e.txt").write_text("  ")), "is empty"),
+        (lambda d: (_image(d / "j.png"), (d / "j.json").write_text("{bad")), "not valid JSON"),
+        (
+            lambda d: (
+                _image(d / "t.png"),
+                (d / "t.txt").write_text("x"),
+                (d / "t.json").write_text("{}"),
+            ),
+            "two caption files",
+        ),
+        (
+            lambda d: (d / "list.csv").write_text("file_name,caption\nnope.png,a dog\n"),
+            "does not exist",
+        ),
+        (
+            lambda d: (d / "list.csv").write_text("name,words\na.png,a dog\n"),
+            "needs an image column",
+        ),
+    ],
+)
+def test_bad_data_is_one_clear_error(tmp_path: Path, setup, message: str) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    setup(root)
+    source = root / "list.csv" if (root / "list.csv").exists() else root
+    with pytest.raises(UserError, match=message):
+        dd.read_captioned_images(source)
+
+
+def test_missing_data_and_unreadable_image(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        dd.read_captioned_images(tmp_path / "nothing")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    with pytest.raises(UserError, match="cannot be read"):
+        dd.load_image(broken, dd.ImagePolicy(16))
+    with pytest.raises(UserError, match="multiple of 8"):
+        dd.ImagePolicy(12)
+
+
+def test_image_policy_resizes_shorter_side_and_centre_crops(tmp_path: Path) -> None:
+    # 60x20: left third black, middle third white, right third black. Resized to 48x16, the
+    # 16x16 centre crop is the white middle.
+    im = Image.new("RGB", (60, 20), (0, 0, 0))
+    im.paste((255, 255, 255), (20, 0, 40, 20))
+    im.save(tmp_path / "wide.png")
+    pixels = dd.load_image(tmp_path / "wide.png", dd.ImagePolicy(16))
+    assert pixels.shape == (3, 16, 16) and pixels.dtype == np.float32
+    assert pixels.min() >= -1 and pixels.max() <= 1
+    assert pixels[:, :, 2:14].mean() > 0.95
+    # transparency is composited on white
+    _image(tmp_path / "clear.png", size=(16, 16), colour=(0, 0, 0, 0), mode="RGBA")
+    assert dd.load_image(tmp_path / "clear.png", dd.ImagePolicy(16)).min() == 1.0
+    assert dd.ImagePolicy(16).describe()["crop"] == "center"
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+class _Block(nn.Module):
+    """Returns (encoder_hidden_states, hidden_states) like the diffusers MMDiT blocks."""
+
+    def __init__(self, last: bool = False) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.last = last
+
+    def forward(self, hidden_states, encoder_hidden_states):
+        return (None if self.last else encoder_hidden_states * 2), self.lin(hidden_states)
+
+
+def test_block_features_record_only_while_started() -> None:
+    blocks = {3: _Block(), 7: _Block(last=True)}
+    h, c = torch.randn(2, 5, 4), torch.randn(2, 3, 4)
+    with losses.BlockFeatures(blocks) as rec:
+        blocks[3](h, c)
+        assert rec.outputs == {}
+        rec.start()
+        blocks[3](h, c)
+        blocks[7](h, c)
+        got = rec.stop()
+        blocks[3](h * 0, c)  # e.g. checkpoint re-computation: must not overwrite
+        assert set(got) == {3, 7} and got[7][0] is None
+        assert torch.equal(got[3][0], c * 2)
+    assert not blocks[3]._forward_hooks
+
+
+def test_distillation_loss_terms() -> None:
+    g = torch.Generator().manual_seed(0)
+    vt = torch.randn(2, 4, 4, generator=g)
+    vs = vt + 1.0
+    h = torch.randn(2, 5, 4, generator=g)
+    c = torch.randn(2, 3, 4, generator=g)
+    teacher = {0: (c, h), 1: (c, h), 2: (None, h)}
+    student = {1: (c + 2, h + 1), 2: (None, h + 3)}
+    lam = losses.LossWeights(output=1.0, feature=0.5, task=0.0)
+    total, terms = losses.distillation_loss(vs, vt, student, teacher, {1: 1.0, 2: 0.5}, lam)
+    # block 1: 1 + 4 = 5; block 2: 9 (no text stream); weighted 5 + 0.5*9 = 9.5
+    assert terms["output_kd"] == pytest.approx(1.0)
+    assert terms["feature_kd/1"] == pytest.approx(5.0)
+    assert terms["feature_kd/2"] == pytest.approx(9.0)
+    assert terms["feature_kd"] == pytest.approx(9.5)
+    assert total.item() == pytest.approx(1.0 + 0.5 * 9.5)
+    # blocks without a weight do not count; the task term needs x0 and noise
+    _, terms = losses.distillation_loss(vs, vt, student, teacher, {}, lam)
+    assert "feature_kd" not in terms
+    x0, noise = torch.zeros_like(vt), vt.clone()
+    total, terms = losses.distillation_loss(
+        vs, vt, {}, teacher, {}, losses.LossWeights(1.0, 0.0, 2.0), x0=x0, noise=noise
+    )
+    assert terms["task_fm"] == pytest.approx(1.0) and total.item() == pytest.approx(3.0)
+    with pytest.raises(ValueError):
+        losses.distillation_loss(vs, vt, {}, teacher, {}, losses.LossWeights(task=1.0))
+
+
+# --- weighting --------------------------------------------------------------------------------
+
+
+def test_binary_and_inverse_weights() -> None:
+    assert weighting.block_weights("binary", [4, 5]) == {4: 1.0, 5: 1.0}
+    sens = {0: 9.0, 4: 2.0, 5: 0.5, 6: 1.0, 7: -0.3}
+    w = weighting.block_weights("inverse", [4, 5, 6], sens)
+    assert w == pytest.approx({4: 0.25, 5: 1.0, 6: 0.5})
+    # a non-positive drop is floored, so the least sensitive gets 1 and the others stay > 0
+    w = weighting.inverse_weights(sens, [4, 7], floor_fraction=0.1)
+    assert w == pytest.approx({4: 0.1, 7: 1.0})
+    assert weighting.inverse_weights({1: 0.0, 2: -1.0}, [1, 2]) == {1: 1.0, 2: 1.0}
+    with pytest.raises(UserError, match="no block score"):
+        weighting.inverse_weights(sens, [4, 11])
+    with pytest.raises(UserError, match="needs --contrib"):
+        weighting.block_weights("inverse", [4])
+    with pytest.raises(UserError, match="unknown weighting"):
+        weighting.block_weights("softmax", [4])
+
+
+def test_parameter_groups_scale_learning_rates() -> None:
+    model = nn.ModuleDict({"b0": nn.Linear(2, 2), "b1": nn.Linear(2, 2), "out": nn.Linear(2, 1)})
+    model["b0"].requires_grad_(False)
+    blocks = {10: model["b0"], 11: model["b1"]}
+    groups = weighting.parameter_groups(
+        blocks, model, {10: 1.0, 11: 0.25}, lr=1e-3, weight_decay=0.1
+    )
+    assert [(g["name"], g["lr"], len(g["params"])) for g in groups] == [
+        ("block11", 2.5e-4, 2),
+        ("other", 1e-3, 2),
+    ]
+    torch.optim.AdamW(groups)  # accepted as-is
