@@ -15,7 +15,9 @@ import click
 from hprune import __version__
 
 # name -> "module:attribute" of a click command. Add a line only when the command works.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "mini": "hprune.commands.mini:mini",
+}
 
 
 class LazyGroup(click.Group):
