@@ -6,6 +6,10 @@ category, seed, width, height, steps, guidance, model_fingerprint, created_at``.
 and the image files agree: every listed file exists with its hash, no file or image id
 is listed twice, no (variant, prompt, seed) appears twice, and no image sits in the
 folder unlisted.
+
+Beside the manifest, ``hprune render`` keeps ``render.json`` (the variants' definitions and
+model fingerprints, the reference variant, the seeds) and ``prompts.jsonl`` (the prompts
+with their metadata), which ``hprune score`` reads.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from generation.prompts import Prompt
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_text
 
 MANIFEST_NAME = "manifest.csv"
+RENDER_INFO_NAME = "render.json"
+PROMPTS_NAME = "prompts.jsonl"
 IMAGE_DIR = "images"
 COLUMNS = (
     "image_id",
@@ -142,12 +150,12 @@ def check_unique(rows: Iterable[ManifestRow], *, where: str) -> None:
             seen[key].add(value)
 
 
-def verify_manifest(stimuli_dir: str | Path, *, check_hashes: bool = True) -> list[ManifestRow]:
-    """Read the manifest and check it against the folder; UserError on the first disagreement."""
+def check_files(
+    stimuli_dir: str | Path, rows: Iterable[ManifestRow], *, check_hashes: bool = True
+) -> None:
+    """Every row's file exists inside the folder (with its sha256); UserError on the first that does not."""
     stimuli_dir = Path(stimuli_dir)
-    rows = read_manifest(stimuli_dir)
     where = str(stimuli_dir / MANIFEST_NAME)
-    check_unique(rows, where=where)
     root = stimuli_dir.resolve()
     for row in rows:
         path = (stimuli_dir / row.file).resolve()
@@ -157,12 +165,68 @@ def verify_manifest(stimuli_dir: str | Path, *, check_hashes: bool = True) -> li
             raise UserError(f"{where} disagrees with the files: {row.file} is missing")
         if check_hashes and sha256_file(path) != row.sha256:
             raise UserError(f"{where} disagrees with the files: {row.file} has a different sha256")
+
+
+def unlisted_images(stimuli_dir: str | Path, rows: Iterable[ManifestRow]) -> list[Path]:
+    """The PNG files in the image folder that no row lists."""
+    stimuli_dir = Path(stimuli_dir)
     listed = {(stimuli_dir / row.file).resolve() for row in rows}
-    unlisted = sorted(
-        p.name for p in (stimuli_dir / IMAGE_DIR).glob("*.png") if p.resolve() not in listed
-    )
+    return sorted(p for p in (stimuli_dir / IMAGE_DIR).glob("*.png") if p.resolve() not in listed)
+
+
+def verify_manifest(stimuli_dir: str | Path, *, check_hashes: bool = True) -> list[ManifestRow]:
+    """Read the manifest and check it against the folder; UserError on the first disagreement."""
+    stimuli_dir = Path(stimuli_dir)
+    rows = read_manifest(stimuli_dir)
+    where = str(stimuli_dir / MANIFEST_NAME)
+    check_unique(rows, where=where)
+    check_files(stimuli_dir, rows, check_hashes=check_hashes)
+    unlisted = unlisted_images(stimuli_dir, rows)
     if unlisted:
         raise UserError(
-            f"{where} disagrees with the files: {len(unlisted)} image(s) not listed, e.g. {IMAGE_DIR}/{unlisted[0]}"
+            f"{where} disagrees with the files: {len(unlisted)} image(s) not listed, e.g. {IMAGE_DIR}/{unlisted[0].name}"
         )
     return rows
+
+
+def read_render_info(stimuli_dir: str | Path) -> dict:
+    """``render.json``: the variants (definitions, fingerprints), reference and seeds of a set ({} if absent)."""
+    path = Path(stimuli_dir) / RENDER_INFO_NAME
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON") from None
+    if not isinstance(info, dict) or not isinstance(info.get("variants"), list):
+        raise UserError(f"{path} is not a render record written by 'hprune render'")
+    return info
+
+
+def reference_name(stimuli_dir: str | Path) -> str | None:
+    """The reference variant of a stimulus set, as variants.yaml marked it."""
+    return read_render_info(stimuli_dir).get("reference")
+
+
+def read_stimulus_prompts(stimuli_dir: str | Path) -> dict[str, Prompt]:
+    """The prompts a set was rendered from (``prompts.jsonl``), by prompt id, metadata included."""
+    path = Path(stimuli_dir) / PROMPTS_NAME
+    if not path.is_file():
+        return {}
+    prompts = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+                prompt = Prompt(
+                    record["prompt_id"], record["text"], record["category"], record["metadata"]
+                )
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path}:{line_no}: not a prompt record") from None
+            prompts[prompt.prompt_id] = prompt
+    return prompts
+
+
+def prompts_jsonl(prompts: Iterable[Prompt]) -> str:
+    """The text of ``prompts.jsonl`` for ``prompts``."""
+    return "".join(json.dumps(dataclasses.asdict(p), sort_keys=True) + "\n" for p in prompts)

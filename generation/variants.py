@@ -159,20 +159,34 @@ def resolve_model(model: str, base_dir: Path) -> str:
 
 
 def check_model_exists(variant: Variant) -> None:
-    """A local model must be a directory; a hub id must be in the local cache when offline."""
+    """A local model must be a directory; a hub id must already be in the local cache.
+
+    Rendering never downloads: a hub model is fetched beforehand (``hf download ID``).
+    """
     model = variant.model
     if Path(model).is_absolute():
         if not Path(model).is_dir():
             raise UserError(f"variant {variant.name!r}: model directory {model} does not exist")
         return
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(model, "model_index.json"), str):
-            raise UserError(
-                f"variant {variant.name!r}: {model!r} is neither a local directory nor a hub "
-                "model in the local cache (HF_HUB_OFFLINE is set)"
-            )
+    if not isinstance(try_to_load_from_cache(model, "model_index.json"), str):
+        raise UserError(
+            f"variant {variant.name!r}: {model!r} is neither a local directory nor a hub model "
+            f"in the local cache (download it first: hf download {model})"
+        )
+
+
+def local_model_dir(model: str) -> Path:
+    """The directory holding a variant's model: the path itself, or a cached hub snapshot."""
+    if Path(model).is_absolute():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception as exc:  # the hub library raises several error types for "not cached"
+        raise UserError(f"hub model {model!r} is not in the local cache ({type(exc).__name__})") from None
 
 
 def _refuse_unknown_keys(mapping: dict, allowed: set[str], where: str) -> None:
