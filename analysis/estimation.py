@@ -1,0 +1,374 @@
+"""Maximum likelihood for paired-comparison models on count-weighted unique rows.
+
+Every pairwise model here (Bradley-Terry, Davidson ties, Thurstone Case V) has the same
+shape: a row u compares item ``left[u]`` with item ``right[u]`` through the linear
+predictor
+
+    d_u = s_left - s_right (+ gamma, the left/right position effect, when modelled)
+
+and a *link* turns d_u (and, for Davidson, a tie parameter tau) into the probabilities
+of the three outcomes. The negative log-likelihood is a sum over unique rows weighted by
+outcome counts, so with the sparse design matrix X (d = X theta) the gradient is
+``X^T g_d`` and the Hessian ``X^T diag(h_d) X`` (Fisher scoring is exact here since the
+links are canonical or log-concave).
+
+Identification: the likelihood only sees differences of scores. Without a prior one
+item (the reference, else the first) is fixed at 0 during the fit; with an explicit L2
+prior ``(prior / 2) * sum(s^2)`` every score is free and the optimum is sum-zero by
+itself. The result is then reported either sum-zero or relative to a reference item,
+with the covariance carried through the same linear map (Hessian standard errors).
+
+The optimiser is L-BFGS with the analytic gradient, followed by a few Newton steps with
+the Hessian that the standard errors need anyway, which take the optimum to machine
+precision. A bootstrap round starts from the full-data optimum and goes straight to
+Newton (it is already in the quadratic basin), falling back to L-BFGS if that fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+from scipy.optimize import minimize
+from scipy.stats import norm
+
+from analysis.comparisons import PairedComparisons
+
+Objective = Callable[[np.ndarray, bool], tuple[float, np.ndarray, np.ndarray | None]]
+
+
+@dataclass
+class LinkTerms:
+    """Per-row pieces of the negative log-likelihood of one link."""
+
+    nll: float
+    g_d: np.ndarray  # d nll / d d_u
+    h_d: np.ndarray  # d2 nll / d d_u^2
+    g_e: np.ndarray = field(default_factory=lambda: np.zeros(0))  # d nll / d extra (summed)
+    h_de: np.ndarray | None = None  # (U, E) d2 nll / d d_u d extra
+    h_ee: np.ndarray | None = None  # (E, E) summed
+
+
+class Link(Protocol):
+    """The outcome model of one paired comparison, given the predictor d."""
+
+    name: str
+    extra_names: tuple[str, ...]
+
+    def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms: ...
+
+    def initial_extra(self, counts: np.ndarray) -> np.ndarray: ...
+
+
+# --------------------------------------------------------------------------- optimiser
+
+
+@dataclass
+class Optimum:
+    x: np.ndarray
+    nll: float
+    hessian: np.ndarray
+    converged: bool
+    iterations: int
+
+
+def _newton(objective: Objective, x: np.ndarray, *, max_iter: int = 30) -> Optimum | None:
+    """Damped Newton steps; None when the Hessian is not positive definite or no descent."""
+    f, g, h = objective(x, True)
+    for it in range(max_iter + 1):
+        try:
+            factor = sla.cho_factor(h, check_finite=False)
+        except (sla.LinAlgError, ValueError):
+            return None
+        step = -sla.cho_solve(factor, g, check_finite=False)
+        decrement = -float(g @ step)
+        if not np.isfinite(decrement):
+            return None
+        if decrement <= 1e-15 * max(1.0, abs(f)) or np.max(np.abs(step)) < 1e-11:
+            # In the quadratic basin the last Newton step is the exact remaining correction.
+            x = x + step
+            f, _, h = objective(x, True)
+            return Optimum(x, f, h, True, it)
+        if it == max_iter:
+            break
+        # Near the optimum f changes below its rounding error: take the full step then.
+        quadratic = decrement < 1e-6 * max(1.0, abs(f))
+        slack = 1e-12 * max(1.0, abs(f)) if quadratic else 0.0
+        t = 1.0
+        while True:
+            x_new = x + t * step
+            f_new, g_new, h_new = objective(x_new, True)
+            if np.isfinite(f_new) and f_new <= f - 1e-4 * t * decrement + slack:
+                break
+            t *= 0.5
+            if t < 1e-10:
+                # At machine precision no step decreases f any more: we are there.
+                return Optimum(x, f, h, decrement < 1e-8 * max(1.0, abs(f)), it)
+        x, f, g, h = x_new, f_new, g_new, h_new
+    return None
+
+
+def fit_ml(objective: Objective, x0: np.ndarray, *, newton_first: bool = False) -> Optimum:
+    """Minimise a smooth convex negative log-likelihood: L-BFGS, then Newton polish."""
+    if newton_first:
+        optimum = _newton(objective, np.asarray(x0, float), max_iter=12)
+        if optimum is not None and optimum.converged:
+            return optimum
+    result = minimize(
+        lambda x: objective(x, False)[:2],
+        np.asarray(x0, float),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 5000, "gtol": 1e-9, "ftol": 1e-15, "maxcor": 20},
+    )
+    optimum = _newton(objective, result.x)
+    if optimum is None:  # Hessian not positive definite: report L-BFGS's answer honestly
+        f, _, h = objective(result.x, True)
+        return Optimum(result.x, f, h, bool(result.success), int(result.nit))
+    optimum.iterations += int(result.nit)
+    return optimum
+
+
+# ------------------------------------------------------------------- paired model
+
+
+@dataclass(frozen=True)
+class PairedFit:
+    """A fitted paired-comparison model, identified sum-zero or against a reference.
+
+    ``params`` holds the item scores first, then the position effect (if modelled),
+    then the link's extra parameters; ``cov`` is their covariance from the Hessian.
+    """
+
+    model: str
+    items: tuple[str, ...]
+    param_names: tuple[str, ...]
+    params: np.ndarray
+    cov: np.ndarray
+    loglik: float
+    n_comparisons: float
+    identification: str  # "sum-zero" or "reference:<item>"
+    prior: float
+    converged: bool
+    iterations: int
+    scale: str = "logit"  # what one unit of score means ("logit" or "JOD")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.params[: self.n_items]
+
+    @property
+    def score_cov(self) -> np.ndarray:
+        return self.cov[: self.n_items, : self.n_items]
+
+    @property
+    def se(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov), 0, None))
+
+    def param(self, name: str) -> tuple[float, float]:
+        """(estimate, standard error) of a named parameter, e.g. ``"position"``."""
+        i = self.param_names.index(name)
+        return float(self.params[i]), float(self.se[i])
+
+    def has_param(self, name: str) -> bool:
+        return name in self.param_names
+
+    def wald_interval(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Normal-approximation intervals for every parameter from the Hessian."""
+        z = norm.ppf(0.5 + level / 2)
+        return self.params - z * self.se, self.params + z * self.se
+
+    def to_frame(self, level: float = 0.95) -> pd.DataFrame:
+        """One row per item: score, Hessian SE and Wald interval."""
+        low, high = self.wald_interval(level)
+        k = self.n_items
+        return pd.DataFrame(
+            {
+                "variant": list(self.items),
+                "score": self.scores,
+                "se": self.se[:k],
+                "ci_low": low[:k],
+                "ci_high": high[:k],
+            }
+        )
+
+
+class PairedModel:
+    """Design, identification and objective of one paired model on fixed unique rows.
+
+    The rows (who met whom, on which side) are fixed at construction; ``fit`` takes
+    any counts on those rows, so a bootstrap round or a leave-one-out refit reuses the
+    design matrix.
+    """
+
+    def __init__(
+        self,
+        comparisons: PairedComparisons,
+        link: Link,
+        *,
+        position: bool = False,
+        prior: float = 0.0,
+        reference: str | None = None,
+        scale: str = "logit",
+    ) -> None:
+        if prior < 0:
+            raise ValueError("prior must be >= 0")
+        self.comparisons = comparisons
+        self.link = link
+        self.position = position
+        self.prior = float(prior)
+        self.scale = scale
+        k = comparisons.n_items
+        self.n_items = k
+        self.reference = None if reference is None else comparisons.items.index(reference)
+        self.param_names = (
+            tuple(comparisons.items) + (("position",) if position else ()) + link.extra_names
+        )
+        n_linear = k + int(position)
+        self.n_params = n_linear + len(link.extra_names)
+        # Free parameters: all but one pinned score (no prior) or all (prior).
+        pinned = None if prior > 0 else (self.reference if self.reference is not None else 0)
+        self.free = np.array([i != pinned for i in range(self.n_params)])
+        self._n_linear = n_linear
+        left, right = comparisons.left, comparisons.right
+        # Flat indices of the four Hessian entries each row touches: (l,l), (r,r), (l,r), (r,l).
+        self._hess_index = np.concatenate(
+            [left * k + left, right * k + right, left * k + right, right * k + left]
+        )
+        # Linear map from free parameters to the reported (identified) full vector.
+        to_full = np.eye(self.n_params)[:, self.free]
+        identify = np.eye(self.n_params)
+        if self.reference is None:
+            identify[:k, :k] -= 1.0 / k
+            self.identification = "sum-zero"
+        else:
+            identify[:k, self.reference] -= 1.0
+            self.identification = f"reference:{comparisons.items[self.reference]}"
+        self._report = identify @ to_full
+
+    # -- objective -------------------------------------------------------------
+
+    def objective(self, counts: np.ndarray) -> Objective:
+        """The negative log-likelihood (+ prior) of free parameters for these counts.
+
+        d = s[left] - s[right] (+ gamma); gradient and Hessian are scattered back onto
+        the items with ``bincount`` (the design matrix X is never formed).
+        """
+        k, n_linear, free = self.n_items, self._n_linear, self.free
+        left, right = self.comparisons.left, self.comparisons.right
+        prior, position, hess_index = self.prior, self.position, self._hess_index
+        full = np.zeros(self.n_params)
+
+        def scatter(values: np.ndarray) -> np.ndarray:
+            return np.bincount(left, values, k) - np.bincount(right, values, k)
+
+        def evaluate(phi: np.ndarray, hessian: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
+            full[free] = phi
+            s, extra = full[:k], full[n_linear:]
+            d = s[left] - s[right]
+            if position:
+                d = d + full[k]
+            t = self.link(d, counts, extra)
+            g = np.empty(self.n_params)
+            g[:k] = scatter(t.g_d)
+            if position:
+                g[k] = t.g_d.sum()
+            g[n_linear:] = t.g_e
+            f = t.nll
+            if prior > 0:
+                f += 0.5 * prior * float(s @ s)
+                g[:k] += prior * s
+            if not hessian:
+                return f, g[free], None
+            h = np.empty((self.n_params, self.n_params))
+            h_d = t.h_d
+            h[:k, :k] = np.bincount(
+                hess_index, np.concatenate([h_d, h_d, -h_d, -h_d]), k * k
+            ).reshape(k, k)
+            if prior > 0:
+                h[:k, :k] += prior * np.eye(k)
+            if position:
+                h[:k, k] = h[k, :k] = scatter(h_d)
+                h[k, k] = h_d.sum()
+            if len(extra):
+                for e in range(len(extra)):
+                    column = t.h_de[:, e]
+                    h[:k, n_linear + e] = h[n_linear + e, :k] = scatter(column)
+                    if position:
+                        h[k, n_linear + e] = h[n_linear + e, k] = column.sum()
+                h[n_linear:, n_linear:] = t.h_ee
+            return f, g[free], h[np.ix_(free, free)]
+
+        return evaluate
+
+    def initial(self, counts: np.ndarray) -> np.ndarray:
+        n_free_linear = int(self.free[: self._n_linear].sum())
+        return np.concatenate([np.zeros(n_free_linear), self.link.initial_extra(counts)])
+
+    def free_from_params(self, params: np.ndarray) -> np.ndarray:
+        """Free coordinates of an identified full vector (for warm starts)."""
+        full = np.asarray(params, float).copy()
+        k = self.n_items
+        pinned = np.flatnonzero(~self.free)
+        if len(pinned):
+            full[:k] -= full[pinned[0]]
+        else:
+            full[:k] -= full[:k].mean()
+        return full[self.free]
+
+    # -- fitting ---------------------------------------------------------------
+
+    def fit_params(
+        self, counts: np.ndarray, init: np.ndarray | None = None
+    ) -> tuple[np.ndarray, bool]:
+        """Identified parameters only (no covariance): the bootstrap's inner loop."""
+        objective = self.objective(counts)
+        start = self.initial(counts) if init is None else self.free_from_params(init)
+        optimum = fit_ml(objective, start, newton_first=init is not None)
+        return self._report @ optimum.x, optimum.converged
+
+    def fit(self, counts: np.ndarray | None = None) -> PairedFit:
+        counts = self.comparisons.counts if counts is None else np.asarray(counts, float)
+        objective = self.objective(counts)
+        optimum = fit_ml(objective, self.initial(counts))
+        try:
+            cov_free = sla.inv(optimum.hessian)
+        except sla.LinAlgError:
+            cov_free = np.full_like(optimum.hessian, np.nan)
+        params = self._report @ optimum.x
+        cov = self._report @ cov_free @ self._report.T
+        nll_no_prior = optimum.nll
+        if self.prior > 0:  # all scores are free under a prior
+            s = optimum.x[: self.n_items]
+            nll_no_prior -= 0.5 * self.prior * float(s @ s)
+        return PairedFit(
+            model=self.link.name,
+            items=self.comparisons.items,
+            param_names=self.param_names,
+            params=params,
+            cov=cov,
+            loglik=-nll_no_prior,
+            n_comparisons=float(counts.sum()),
+            identification=self.identification,
+            prior=self.prior,
+            converged=optimum.converged,
+            iterations=optimum.iterations,
+            scale=self.scale,
+        )
+
+    def loglik(self, params: np.ndarray, counts: np.ndarray) -> float:
+        """Log-likelihood of ``counts`` under identified ``params`` (no prior term)."""
+        k = self.n_items
+        full = np.asarray(params, float)
+        d = full[:k][self.comparisons.left] - full[:k][self.comparisons.right]
+        if self.position:
+            d = d + full[k]
+        return -self.link(d, counts, full[self._n_linear :]).nll
