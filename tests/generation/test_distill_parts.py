@@ -218,3 +218,62 @@ def test_parameter_groups_scale_learning_rates() -> None:
         ("other", 1e-3, 2),
     ]
     torch.optim.AdamW(groups)  # accepted as-is
+
+
+# --- PWP freezing ---------------------------------------------------------------------------
+
+
+def test_parse_freeze() -> None:
+    from generation.distill.freeze import FreezeSpec, parse_freeze
+
+    assert parse_freeze("auto") == FreezeSpec("auto")
+    assert parse_freeze("None") == FreezeSpec("none")
+    assert parse_freeze("25") == FreezeSpec("prefix", k=25)
+    spec = parse_freeze("0-2, 5")
+    assert spec.blocks == {0, 1, 2, 5} and spec.describe() == "0,1,2,5"
+    for bad in ("first", "3-1", "1-x", "-2"):
+        with pytest.raises(UserError):
+            parse_freeze(bad)
+
+
+def test_frozen_blocks_by_original_index() -> None:
+    from generation.distill.freeze import first_pruned_index, frozen_blocks, parse_freeze
+
+    kept = [0, 1, 2, 3, 6, 7]  # blocks 4 and 5 removed, a subcomponent of 3 removed
+    k = first_pruned_index([4, 5], [3])
+    assert k == 3 and first_pruned_index([], []) is None
+    assert frozen_blocks(parse_freeze("auto"), kept, k) == ({0, 1, 2}, True)
+    assert frozen_blocks(parse_freeze("5"), kept, k) == ({0, 1, 2, 3}, True)
+    assert frozen_blocks(parse_freeze("0,6"), kept, k) == ({0, 6}, True)
+    assert frozen_blocks(parse_freeze("none"), kept, k) == (set(), False)
+    with pytest.raises(UserError, match=r"does not have \(it kept 0-3,6-7\)"):
+        frozen_blocks(parse_freeze("4-5"), kept, k)
+    with pytest.raises(UserError, match="nothing pruned"):
+        frozen_blocks(parse_freeze("auto"), kept, None)
+
+
+def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
+    from generation.distill.freeze import apply_freeze
+
+    model = nn.Module()
+    model.x_embedder = nn.Linear(2, 2)
+    model.transformer_blocks = nn.ModuleList([nn.Linear(2, 2) for _ in range(3)])
+    model.norm_out = nn.LayerNorm(2)
+    model.proj_out = nn.Linear(2, 2)
+    blocks = {
+        0: model.transformer_blocks[0],
+        1: model.transformer_blocks[1],
+        5: model.transformer_blocks[2],
+    }
+    summary = apply_freeze(model, blocks, ["transformer_blocks"], {0, 1}, True)
+    assert summary["frozen"] == [
+        "x_embedder.weight", "x_embedder.bias",
+        "transformer_blocks.0.weight", "transformer_blocks.0.bias",
+        "transformer_blocks.1.weight", "transformer_blocks.1.bias",
+    ]  # fmt: skip
+    assert set(summary["trainable"]) == {n for n, _ in model.named_parameters()} - set(
+        summary["frozen"]
+    )
+    assert not model.x_embedder.weight.requires_grad and model.proj_out.weight.requires_grad
+    summary = apply_freeze(model, blocks, ["transformer_blocks"], set(), False)
+    assert summary["frozen"] == []
