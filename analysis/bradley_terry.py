@@ -43,6 +43,7 @@ class LogitLink:
 
     def __init__(self, ties: Literal["half", "drop"] = "half") -> None:
         self.tie_share = 0.5 if ties == "half" else 0.0
+        self.ties_link = ties == "half"
 
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms:
         tie = self.tie_share * counts[:, TIE]
@@ -61,6 +62,7 @@ class DavidsonLink:
 
     name = "davidson"
     extra_names = ("tie_log_nu",)
+    ties_link = True
 
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms:
         tau = extra[0]

@@ -188,6 +188,45 @@ def beats_components(comparisons: PairedComparisons, *, ties_link: bool = True) 
     return [[comparisons.items[i] for i in np.flatnonzero(labels == c)] for c in range(n)]
 
 
+def _reach(adjacency: np.ndarray, start: int) -> np.ndarray:
+    """Nodes reachable from ``start`` along ``adjacency[i, j]`` (i -> j) edges."""
+    seen = np.zeros(len(adjacency), dtype=bool)
+    seen[start] = True
+    frontier = seen.copy()
+    while frontier.any():
+        new = adjacency[frontier].any(axis=0) & ~seen
+        seen |= new
+        frontier = new
+    return seen
+
+
+def is_estimable(
+    comparisons: PairedComparisons, counts: np.ndarray, *, prior: float, ties_link: bool
+) -> bool:
+    """Fast yes/no version of ``check_estimable`` for many count vectors on the same rows.
+
+    Dense breadth-first reachability from item 0: cheap for the tens of items a study
+    has, and called once per bootstrap round.
+    """
+    k = comparisons.n_items
+    left, right = comparisons.left, comparisons.right
+    beats = np.zeros((k, k), dtype=bool)  # beats[j, i]: edge j -> i, i beat j
+    beats[right[counts[:, LEFT] > 0], left[counts[:, LEFT] > 0]] = True
+    beats[left[counts[:, RIGHT] > 0], right[counts[:, RIGHT] > 0]] = True
+    tied = counts[:, TIE] > 0
+    if ties_link:
+        beats[left[tied], right[tied]] = True
+        beats[right[tied], left[tied]] = True
+    if prior > 0 or not ties_link:
+        met = beats | beats.T
+        met[left[tied], right[tied]] = met[right[tied], left[tied]] = True
+        if not _reach(met, 0).all():
+            return False
+        if prior > 0:
+            return True
+    return bool(_reach(beats, 0).all() and _reach(beats.T, 0).all())
+
+
 def _describe(groups: list[list[str]], limit: int = 4) -> str:
     shown = ["{" + ", ".join(g[:6]) + (", ..." if len(g) > 6 else "") + "}" for g in groups[:limit]]
     more = f" and {len(groups) - limit} more" if len(groups) > limit else ""

@@ -58,6 +58,7 @@ class Link(Protocol):
 
     name: str
     extra_names: tuple[str, ...]
+    ties_link: bool  # whether a tie links both items in the "beats" graph
 
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms: ...
 
@@ -81,10 +82,10 @@ def _newton(objective: Objective, x: np.ndarray, *, max_iter: int = 30) -> Optim
     f, g, h = objective(x, True)
     for it in range(max_iter + 1):
         try:
-            factor = sla.cho_factor(h, check_finite=False)
-        except (sla.LinAlgError, ValueError):
+            chol = np.linalg.cholesky(h)  # also the positive-definiteness test
+        except np.linalg.LinAlgError:
             return None
-        step = -sla.cho_solve(factor, g, check_finite=False)
+        step = -np.linalg.solve(chol.T, np.linalg.solve(chol, g))
         decrement = -float(g @ step)
         if not np.isfinite(decrement):
             return None

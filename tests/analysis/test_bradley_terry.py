@@ -9,7 +9,15 @@ from scipy.optimize import brentq
 from scipy.special import expit, logit
 
 from analysis.bradley_terry import fit_bradley_terry, tie_probability_at_equal_scores
-from analysis.comparisons import LEFT, RIGHT, TIE, collapse, from_pairs
+from analysis.comparisons import (
+    LEFT,
+    RIGHT,
+    TIE,
+    check_estimable,
+    collapse,
+    from_pairs,
+    is_estimable,
+)
 from hprune.errors import UserError
 
 
@@ -148,3 +156,25 @@ def test_bad_designs_are_user_errors() -> None:
         fit_bradley_terry(single)
     with pytest.raises(UserError, match="reference variant"):
         fit_bradley_terry(two_items(5, 5), reference="nope")
+
+
+def test_fast_estimability_check_agrees_with_the_graph_check() -> None:
+    rng = np.random.default_rng(0)
+    items = tuple("abcde")
+    left, right = np.array([(i, j) for i in range(5) for j in range(5) if i != j]).T
+    agree = 0
+    for _ in range(300):
+        counts = rng.poisson(0.25, size=(len(left), 3)).astype(float)
+        counts[:, TIE] *= rng.random() < 0.5
+        comparisons = collapse(items, left, right, np.zeros(len(left), int))[0].with_counts(counts)
+        for prior, ties_link in ((0.0, True), (0.0, False), (1.0, True)):
+            try:
+                if counts[:, :2].sum() == 0:
+                    raise UserError("no preference")
+                check_estimable(comparisons, prior=prior, ties_link=ties_link)
+                expected = True
+            except UserError:
+                expected = False
+            fast = is_estimable(comparisons, counts, prior=prior, ties_link=ties_link)
+            agree += fast == expected or counts[:, :2].sum() == 0
+    assert agree == 900
