@@ -1,0 +1,164 @@
+"""The Flask application factory.
+
+Configuration, lowest to highest precedence: defaults below, ``<instance>/config.py``, the
+environment, then ``overrides`` (tests). Environment variables:
+
+- ``DATABASE_URL``: ``sqlite:///path`` (default ``<instance>/study.sqlite3``) or
+  ``postgresql+psycopg://user@host/db``;
+- ``SECRET_KEY``: signs the session cookie. Without it, the key in ``<instance>/secret_key``
+  (written by ``hprune study init``); with neither, the app refuses to start unless
+  ``HPRUNE_ENV=development``;
+- ``HPRUNE_INSTANCE``: the instance folder; ``HPRUNE_MEDIA_DIR``: where served image copies
+  live (default ``<instance>/media``);
+- ``HPRUNE_HTTPS=1``: cookies marked Secure; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
+  X-Forwarded-* headers; ``HPRUNE_X_ACCEL_REDIRECT=/internal/prefix``: let nginx send the
+  images (docs/hosting.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from study.db import Database
+
+REPO_INSTANCE = Path(__file__).resolve().parents[1] / "instance"
+SECRET_KEY_FILE = "secret_key"
+
+csrf = CSRFProtect()
+
+
+def instance_path() -> Path:
+    return Path(os.environ.get("HPRUNE_INSTANCE") or REPO_INSTANCE).resolve()
+
+
+def default_database_url(instance: Path) -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'study.sqlite3'}"
+
+
+def load_secret_key(instance: Path) -> str | None:
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = instance / SECRET_KEY_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    instance = instance_path()
+    app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
+    app.config.from_mapping(
+        DATABASE_URL=default_database_url(instance),
+        MEDIA_DIR=os.environ.get("HPRUNE_MEDIA_DIR") or str(instance / "media"),
+        SECRET_KEY=load_secret_key(instance),
+        HPRUNE_ENV=os.environ.get("HPRUNE_ENV", "production"),
+        X_ACCEL_REDIRECT=os.environ.get("HPRUNE_X_ACCEL_REDIRECT") or None,
+        SESSION_COOKIE_NAME="hprune_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("HPRUNE_HTTPS") == "1",
+        PREFERRED_URL_SCHEME="https" if os.environ.get("HPRUNE_HTTPS") == "1" else "http",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        MAX_CONTENT_LENGTH=16 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: a study can take an hour
+        ANSWER_MAX_BYTES=4096,
+        DEMO_NOTE=os.environ.get("HPRUNE_DEMO_NOTE") or None,
+    )
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(overrides or {})
+    if not app.config["SECRET_KEY"]:
+        if app.config["HPRUNE_ENV"] != "development" and not app.testing:
+            raise RuntimeError(
+                "SECRET_KEY is not set: export SECRET_KEY, or run 'hprune study init' to write "
+                f"{instance / SECRET_KEY_FILE} (HPRUNE_ENV=development allows a throw-away key)"
+            )
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+    hops = int(os.environ.get("HPRUNE_PROXY_HOPS") or 0)
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    app.extensions["hprune_db"] = Database(app.config["DATABASE_URL"])
+    csrf.init_app(app)
+
+    from study.blueprints import admin, api, participant
+
+    app.register_blueprint(participant.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    _register_errors(app)
+    app.after_request(_security_headers)
+
+    @app.get("/")
+    def index():
+        return render_template("index.html"), 200
+
+    return app
+
+
+def get_db(app: Flask | None = None) -> Database:
+    from flask import current_app
+
+    return (app or current_app).extensions["hprune_db"]
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(status: int, message: str):
+    if wants_json():
+        return jsonify(error=message), status
+    return render_template("error.html", status=status, message=message), status
+
+
+GENERIC = {
+    400: "The request was not understood.",
+    403: "You are not allowed to do that.",
+    404: "There is nothing here.",
+    405: "This address does not accept that kind of request.",
+    413: "The request is too large.",
+    429: "Too many requests; please wait a moment.",
+    500: "Something went wrong on our side; please reload the page in a moment.",
+}
+
+
+def _register_errors(app: Flask) -> None:
+    from study.flow import FlowError
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        return error_response(400, exc.description)
+
+    @app.errorhandler(FlowError)
+    def flow_error(exc: FlowError):
+        return error_response(exc.status, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        return error_response(status, GENERIC.get(status, exc.name))
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unhandled error")
+        return error_response(500, GENERIC[500])
+
+
+def _security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'",
+    )
+    return response

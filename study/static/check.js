@@ -1,0 +1,14 @@
+// Screen check: send the viewport size and whether the primary pointer is coarse (touch).
+(function () {
+  "use strict";
+  var form = document.getElementById("check-form");
+  function fill() {
+    document.getElementById("width").value = String(Math.floor(window.innerWidth));
+    document.getElementById("height").value = String(Math.floor(window.innerHeight));
+    var coarse = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+    document.getElementById("touch").value = coarse ? "1" : "0";
+  }
+  fill();
+  window.addEventListener("resize", fill);
+  form.addEventListener("submit", fill);
+})();

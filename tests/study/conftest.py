@@ -1,0 +1,266 @@
+"""Study fixtures: real SQLite and real PostgreSQL (a fresh schema per test session), small
+PNG stimuli made with PIL, studies imported through the real importer, participants driven
+through the real HTTP endpoints (Flask's test client, or a real server)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.manifest import ManifestRow, sha256_file, write_manifest
+
+PG_BASE = os.environ.get("HPRUNE_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
+VARIANTS = ["bk-sdm", "hpp-20", "koala", "original"]
+PROMPTS = [f"p{i:02d}" for i in range(6)]
+
+
+def make_stimuli(folder: Path, variants=VARIANTS, prompts=PROMPTS, seeds=(0,), size=24) -> Path:
+    """A stimuli folder: one small PNG per (variant, prompt, seed), no metadata, + manifest.csv."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for v, variant in enumerate(variants):
+        for p, prompt_id in enumerate(prompts):
+            for seed in seeds:
+                rng = np.random.default_rng([v, p, seed])
+                pixels = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+                pixels[: size // 2] = (40 * v % 255, 30 * p % 255, 200)
+                file = f"images/{variant}__{prompt_id}__s{seed}.png"
+                Image.fromarray(pixels).save(folder / file, format="PNG")
+                rows.append(
+                    ManifestRow(
+                        image_id=secrets.token_hex(6),
+                        file=file,
+                        sha256=sha256_file(folder / file),
+                        variant=variant,
+                        prompt_id=prompt_id,
+                        prompt=f"a picture number {p} of shapes",
+                        category="test",
+                        seed=seed,
+                        width=size,
+                        height=size,
+                        steps=2,
+                        guidance=1.0,
+                        model_fingerprint=f"fp-{variant}",
+                        created_at="2025-01-01T00:00:00Z",
+                    )
+                )
+    write_manifest(folder, rows)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stimuli_dir(tmp_path_factory) -> Path:
+    return make_stimuli(tmp_path_factory.mktemp("stimuli"))
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A database URL whose search_path is a fresh schema, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"hprune_test_{secrets.token_hex(5)}"
+    admin = create_engine(PG_BASE, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # pragma: no cover - the environment lacks the server
+        pytest.fail(f"PostgreSQL at {PG_BASE} is not reachable: {exc}")
+    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def db_url(request, tmp_path_factory) -> Iterator[str]:
+    """A migrated database, one per backend and test session."""
+    from study.db import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'study.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    with postgres_schema() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def instance_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("instance")
+    os.environ["HPRUNE_INSTANCE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def app(db_url, instance_dir, tmp_path_factory):
+    from study.app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": db_url,
+            "MEDIA_DIR": str(tmp_path_factory.mktemp("media")),
+            "SECRET_KEY": "test-secret",
+        }
+    )
+    yield app
+    app.extensions["hprune_db"].dispose()
+
+
+BASE_SPEC = {
+    "title": "Which image is better?",
+    "kind": "pair",
+    "tie": True,
+    "criteria": [{"name": "quality", "question": "Which image looks better?"}],
+    "trials_per_criterion": 6,
+    "practice_trials": 1,
+    "attention": {"broken": 1, "repeat": 1, "max_failures": 0},
+    "min_viewport": {"width": 800, "height": 500},
+    "time_limit_minutes": 60,
+    "consent": {"version": "c1", "text": "You agree to look at images."},
+    "instructions": {"version": "i1", "text": "Pick the better image."},
+    "completion_codes": {
+        "completed": "DONE123",
+        "failed_attention": "FAIL456",
+        "timed_out": "LATE789",
+    },
+    "completion_url": "https://app.prolific.com/submissions/complete?cc={code}",
+}
+
+
+@dataclass
+class StudyHandle:
+    name: str
+    key: str
+    spec: dict = field(default_factory=dict)
+
+
+def import_spec(app, stimuli: Path, **overrides) -> StudyHandle:
+    """Import a study with a fresh unique name through the real importer."""
+    from study.importer import import_study
+    from study.spec import parse_spec
+
+    spec = {**BASE_SPEC, "name": f"study-{secrets.token_hex(4)}", **overrides}
+    result = import_study(
+        app.extensions["hprune_db"],
+        stimuli,
+        parse_spec(spec),
+        app.config["MEDIA_DIR"],
+        progress=False,
+    )
+    return StudyHandle(result.study_name, result.public_key, spec)
+
+
+@pytest.fixture
+def make_study(app, stimuli_dir):
+    return lambda **overrides: import_spec(app, stimuli_dir, **overrides)
+
+
+class Participant:
+    """A participant driven through the real endpoints with Flask's test client."""
+
+    def __init__(self, client, key: str) -> None:
+        self.client, self.key = client, key
+        self.csrf: str | None = None
+
+    def enter(self, **params) -> object:
+        response = self.client.get(f"/s/{self.key}", query_string=params)
+        if response.status_code == 303:
+            self.csrf = self.client.get(f"/api/s/{self.key}/session").get_json()["csrf_token"]
+        return response
+
+    def post(self, path: str, **data):
+        return self.client.post(
+            f"/s/{self.key}/{path}", data=data, headers={"X-CSRFToken": self.csrf}
+        )
+
+    def start(self, pid: str | None = None, width=1280, height=900) -> dict:
+        self.enter(**({"PROLIFIC_PID": pid, "STUDY_ID": "s", "SESSION_ID": "x"} if pid else {}))
+        assert self.post("consent", decision="agree").status_code == 303
+        assert self.post("instructions").status_code == 303
+        response = self.post("check", width=width, height=height, touch=0)
+        assert response.status_code == 303, response.get_data(as_text=True)
+        return self.trial()
+
+    def trial(self) -> dict:
+        return self.client.get(f"/api/s/{self.key}/trial").get_json()
+
+    def answer(self, trial_id: str, **fields):
+        body = {"trial": trial_id, "rt_ms": 500.0, **fields}
+        return self.client.post(
+            f"/api/s/{self.key}/answer", json=body, headers={"X-CSRFToken": self.csrf}
+        )
+
+
+def answer_for(trial: dict, rng: np.random.Generator) -> dict:
+    if trial["kind"] == "pair":
+        return {"choice": ["left", "right"][int(rng.integers(2))]}
+    return {"rating": int(rng.integers(1, 6))}
+
+
+def run_through(p: Participant, body: dict, rng=None, pick=None) -> dict:
+    """Answer every trial until the end; returns the final body."""
+    rng = rng or np.random.default_rng(0)
+    while body["phase"] == "trials":
+        trial = body["trial"]
+        fields = pick(trial) if pick else answer_for(trial, rng)
+        response = p.answer(trial["id"], **fields)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body = response.get_json()
+    return body
+
+
+@pytest.fixture
+def participant(app, make_study):
+    def factory(key: str | None = None, **overrides) -> tuple[Participant, StudyHandle | None]:
+        handle = None
+        if key is None:
+            handle = make_study(**overrides)
+            key = handle.key
+        return Participant(app.test_client(), key), handle
+
+    return factory
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """The app on a real HTTP server (werkzeug, threaded) on a free loopback port."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def png_bytes(size=8) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), (1, 2, 3)).save(out, format="PNG")
+    return out.getvalue()

@@ -1,0 +1,64 @@
+"""The participant flow through the real endpoints, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import func, select
+
+from study.models import Answer, Trial
+from study.models import Participant as ParticipantRow
+from tests.study.conftest import run_through
+
+
+def test_full_session_from_prolific_link_to_completion_code(participant, app):
+    p, study = participant()
+    body = p.start(pid="PID0001")
+    assert body["phase"] == "trials"
+    assert body["progress"] == {"done": 0, "total": 8, "practice_done": 0, "practice_total": 1}
+    assert body["trial"]["practice"] is True
+    final = run_through(p, body, pick=lambda t: {"choice": "left"} if t["images"]["left"] else {})
+    assert final["phase"] == "end"
+    page = p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
+    assert ("DONE123" in page) or ("FAIL456" in page)
+    with app.extensions["hprune_db"].read() as db:
+        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID0001"))
+        assert row.outcome in ("completed", "failed_attention")
+        assert row.consent_version == "c1" and row.instructions_version == "i1"
+
+
+def test_gold_trials_answered_correctly_complete_the_study(participant, app):
+    p, study = participant()
+    body = p.start(pid="PID-gold")
+
+    def pick(trial):
+        # the broken image is the one whose URL the server marks nowhere: choose by looking
+        # at the stored expectation, as an attentive person would by looking at the images
+        with app.extensions["hprune_db"].read() as db:
+            t = db.scalar(select(Trial).where(Trial.public_id == trial["id"]))
+            return {"choice": t.expected or "left"}
+
+    final = run_through(p, body, pick=pick)
+    assert final["phase"] == "end"
+    assert "DONE123" in p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
+    with app.extensions["hprune_db"].read() as db:
+        n = db.scalar(
+            select(func.count(Answer.id))
+            .join(ParticipantRow, ParticipantRow.id == Answer.participant_id)
+            .where(ParticipantRow.external_id == "PID-gold")
+        )
+    assert n == 9  # 1 practice + 6 main + 1 gold + 1 repeat
+
+
+def test_reopening_the_link_resumes_at_the_same_trial(participant, app):
+    p, study = participant()
+    body = p.start(pid="PID-resume")
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        body = p.answer(body["trial"]["id"], choice="left").get_json()
+    current = body["trial"]["id"]
+    # a fresh browser: no cookie, same Prolific link
+    q, _ = participant(study.key)
+    response = q.enter(PROLIFIC_PID="PID-resume", STUDY_ID="s", SESSION_ID="x")
+    assert response.status_code == 303 and response.location.endswith("/trials")
+    assert q.trial()["trial"]["id"] == current
+    assert rng is not None
