@@ -1,0 +1,148 @@
+"""Importing stimuli and specs: what is refused, what makes a new version, what never changes."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zlib
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from generation.manifest import read_manifest, sha256_file, write_manifest
+from hprune.cli import main
+from hprune.errors import UserError
+from study.importer import import_study
+from study.models import Answer, Stimulus, Study, StudyVersion, Trial
+from study.spec import parse_spec
+from tests.study.conftest import BASE_SPEC, make_stimuli, run_through
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "triad"}, "'kind' must be one of"),
+        ({"tie": "yes"}, "'tie' must be true or false"),
+        ({"trials_per_criterion": 0}, "'trials_per_criterion'"),
+        ({"color": "red"}, "unknown field(s) color"),
+        ({"compare": "reference"}, "needs 'reference"),
+        ({"criteria": [{"name": "q"}, {"name": "q"}]}, "same name"),
+        ({"completion_url": "ftp://x"}, "http(s) URL"),
+        ({"attention": {"broken": -1}}, "'broken'"),
+        ({"kind": "rating", "tie": True}, "kind: pair only"),
+        ({"scale_labels": {1: "a"}}, "each of 1, 2, 3, 4, 5"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(change, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_spec({**BASE_SPEC, "name": "x", **change})
+
+
+def _copy(stimuli_dir, tmp_path):
+    target = tmp_path / "stim"
+    shutil.copytree(stimuli_dir, target)
+    return target
+
+
+def _with_text_chunk(data: bytes) -> bytes:
+    body = b"Comment\x00model=original"
+    chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
+    chunk += zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
+    return data[:33] + chunk + data[33:]  # after the IHDR chunk
+
+
+def test_images_with_metadata_or_wrong_hash_are_refused(app, stimuli_dir, tmp_path):
+    db, media = app.extensions["hprune_db"], app.config["MEDIA_DIR"]
+    spec = parse_spec({**BASE_SPEC, "name": "refused"})
+    folder = _copy(stimuli_dir, tmp_path)
+    rows = read_manifest(folder)
+    path = folder / rows[0].file
+    path.write_bytes(_with_text_chunk(path.read_bytes()))
+    with pytest.raises(UserError, match="sha256 does not match"):
+        import_study(db, folder, spec, media, progress=False)
+    rows[0] = rows[0].__class__(**{**rows[0].to_dict(), "sha256": sha256_file(path)})
+    write_manifest(folder, rows)
+    with pytest.raises(UserError, match="metadata chunk"):
+        import_study(db, folder, spec, media, progress=False)
+    with pytest.raises(UserError, match="lacks"):
+        import_study(
+            db,
+            stimuli_dir,
+            parse_spec({**BASE_SPEC, "name": "v", "variants": ["sd9"]}),
+            media,
+            progress=False,
+        )
+
+
+def test_reimport_makes_a_new_version_and_never_touches_answers(app, stimuli_dir, participant):
+    db, media = app.extensions["hprune_db"], app.config["MEDIA_DIR"]
+    p, study = participant()
+    body = p.start(pid="PID-versions")
+    for _ in range(3):
+        body = p.answer(body["trial"]["id"], choice="right").get_json()
+
+    def snapshot():
+        with db.read() as s:
+            return sorted(
+                (a.trial_id, a.choice, a.rating, a.rt_ms, t.left_id, t.right_id)
+                for a, t in s.execute(
+                    select(Answer, Trial).join(Trial, Trial.id == Answer.trial_id)
+                )
+            )
+
+    before = snapshot()
+    same = import_study(db, stimuli_dir, parse_spec(study.spec), media, progress=False)
+    assert (same.changed, same.version) == (False, 1)
+    changed = import_study(
+        db, stimuli_dir, parse_spec({**study.spec, "title": "New title"}), media, progress=False
+    )
+    assert (changed.changed, changed.version, changed.public_key) == (True, 2, study.key)
+    assert snapshot() == before
+    # the started participant keeps version 1 and finishes; a new one gets version 2
+    run_through(p, p.trial())
+    q, _ = participant(study.key)
+    q.start(pid="PID-v2")
+    assert "New title" in q.client.get(f"/s/{study.key}/trials").get_data(as_text=True)
+    with db.read() as s:
+        numbers = s.scalars(
+            select(StudyVersion.number).join(Study).where(Study.name == study.name)
+        ).all()
+    assert sorted(numbers) == [1, 2]
+
+
+def test_served_copies_are_byte_identical_to_the_rendered_files(app, make_study, stimuli_dir):
+    study = make_study()
+    db = app.extensions["hprune_db"]
+    rows = {r.image_id: r for r in read_manifest(stimuli_dir)}
+    with db.read() as s:
+        stimuli = s.scalars(
+            select(Stimulus)
+            .join(Study, Study.id == Stimulus.study_id)
+            .where(Study.public_key == study.key, Stimulus.role == "stimulus")
+        ).all()
+    client = app.test_client()
+    checked = 0
+    for stim in stimuli:
+        if stim.image_id not in rows:
+            continue
+        served = client.get(f"/i/{stim.token}").data
+        assert served == (stimuli_dir / rows[stim.image_id].file).read_bytes()
+        assert hashlib.sha256(served).hexdigest() == stim.sha256
+        checked += 1
+    assert checked == 24
+
+
+def test_cli_import_reports_bad_input_in_one_line(tmp_path):
+    folder = make_stimuli(tmp_path / "stim", prompts=["a", "b"])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: cli\nkind: pair\ntrials_per_criterion: 2\n")
+    runner = CliRunner()
+    base = ["study", "--instance", str(tmp_path / "inst")]
+    result = runner.invoke(main, [*base, "import", "--manifest", str(folder), "--spec", str(spec)])
+    assert result.exit_code == 2 and "hprune study init" in result.output
+    assert runner.invoke(main, [*base, "init"]).exit_code == 0
+    spec.write_text("name: cli\nkind: pair\ntrials_per_criterion: [\n")
+    result = runner.invoke(main, [*base, "import", "--manifest", str(folder), "--spec", str(spec)])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+    assert len(result.output.strip().splitlines()) == 1
