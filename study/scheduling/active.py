@@ -53,6 +53,12 @@ def _cached_fit(wins: bytes, n: int, prior_sd: float, noise_sd: float) -> Gaussi
     return thurstone_posterior(matrix, prior_sd=prior_sd, noise_sd=noise_sd)
 
 
+@lru_cache(maxsize=256)
+def _pair_tasks(pair: tuple[str, str], items: tuple[tuple[str, int], ...]) -> list[PairTask]:
+    """Every task of one variant pair, in item order (built once: the hot path only looks up)."""
+    return [PairTask(prompt, seed, *pair) for prompt, seed in items]
+
+
 def pending_comparisons(state: SchedulingState) -> np.ndarray:
     """Pair trials assigned but not answered, per variant pair (symmetric matrix)."""
     if state.pending is not None:
@@ -182,8 +188,7 @@ class ActiveScheduler:
         prompts_seen: Counter,
         rng: np.random.Generator,
     ) -> PairTask | None:
-        a, b = pair
-        tasks = [PairTask(prompt, seed, a, b) for prompt, seed in state.items]
+        tasks = _pair_tasks(pair, tuple(state.items))
         open_tasks = [task for task in tasks if task not in taken]
         if not open_tasks:
             return None
