@@ -22,7 +22,9 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Regexp
+
+NO_NUL = Regexp(r"^[^\x00]*$", message="Invalid characters.")
 
 from study import dashboard
 from study.app import get_db
@@ -33,8 +35,8 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 class LoginForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=100)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    username = StringField("User name", validators=[DataRequired(), Length(max=100), NO_NUL])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200), NO_NUL])
 
 
 def login_required(view):

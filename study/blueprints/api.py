@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
@@ -31,6 +32,7 @@ from study.spec import StudySpec
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 
 MAX_RT_MS = 24 * 3600 * 1000
+TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _image_url(db: Session, stimulus_id: int | None) -> str | None:
@@ -116,8 +118,10 @@ def _parse_answer() -> tuple[str, Submitted]:
     if not isinstance(data, dict) or set(data) - {"trial", "choice", "rating", "rt_ms"}:
         raise FlowError(400, "The answer takes the fields trial, choice or rating, and rt_ms.")
     trial_id, choice, rating, rt_ms = (data.get(k) for k in ("trial", "choice", "rating", "rt_ms"))
-    if not isinstance(trial_id, str) or not 1 <= len(trial_id) <= 64:
+    if not isinstance(trial_id, str) or not trial_id:
         raise FlowError(400, "The answer needs the trial id it answers.")
+    if not TRIAL_ID_RE.match(trial_id):
+        raise FlowError(404, "There is no such trial in your session.")
     if choice is not None and not isinstance(choice, str):
         raise FlowError(400, "The choice must be left, right or tie.")
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)):

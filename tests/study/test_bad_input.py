@@ -1,0 +1,196 @@
+"""Bad input gets a 4xx with a clear message, never a 500, and leaves the database unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from study.models import Answer, Participant, Study, Trial
+from tests.study.conftest import Participant as Client
+
+FIXTURE_OK = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def snapshot(app) -> tuple:
+    """Everything an answer or an arrival could change."""
+    with app.extensions["hprune_db"].read() as s:
+        answers = s.execute(select(Answer.trial_id, Answer.choice, Answer.rating)).all()
+        people = s.execute(select(Participant.id, Participant.phase, Participant.outcome)).all()
+        trials = s.scalar(select(func.count(Trial.id)))
+        studies = s.execute(select(Study.id, Study.status)).all()
+    return sorted(answers), sorted(people), trials, sorted(studies)
+
+
+@pytest.fixture
+def started(participant):
+    p, study = participant()
+    body = p.start(pid="PID-bad-1")
+    p.trial()  # the current trial is marked shown before the snapshots
+    return p, study, body
+
+
+def _assert_clean_4xx(response, *statuses):
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
+    if statuses:
+        assert response.status_code in statuses
+    data = response.get_json(silent=True)
+    message = data["error"] if data else response.get_data(as_text=True)
+    assert message and "Traceback" not in message
+
+
+answer_fields = st.dictionaries(
+    st.sampled_from(["trial", "choice", "rating", "rt_ms", "extra"]),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**12), 10**12),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=40),
+        st.lists(st.integers(), max_size=3),
+        st.sampled_from(["left", "right", "tie", "up"]),
+    ),
+)
+
+
+@FIXTURE_OK
+@given(fields=answer_fields)
+def test_malformed_answers_are_rejected_without_change(app, started, fields):
+    p, study, _ = started
+    before = snapshot(app)
+    response = p.client.post(
+        f"/api/s/{study.key}/answer", json=fields, headers={"X-CSRFToken": p.csrf}
+    )
+    _assert_clean_4xx(response)
+    assert snapshot(app) == before
+
+
+@FIXTURE_OK
+@given(raw=st.binary(max_size=6000))
+def test_arbitrary_bytes_are_rejected_without_change(app, started, raw):
+    p, study, _ = started
+    before = snapshot(app)
+    response = p.client.post(
+        f"/api/s/{study.key}/answer",
+        data=raw,
+        headers={"X-CSRFToken": p.csrf, "Content-Type": "application/json"},
+    )
+    _assert_clean_4xx(response, 400, 413)
+    assert snapshot(app) == before
+
+
+@FIXTURE_OK
+@given(trial_id=st.text(min_size=1, max_size=64))
+def test_forged_trial_ids_are_404(app, started, trial_id):
+    p, _, body = started
+    if trial_id == body["trial"]["id"]:
+        return
+    before = snapshot(app)
+    response = p.answer(trial_id, choice="left")
+    _assert_clean_4xx(response, 404)
+    assert snapshot(app) == before
+
+
+def test_another_participants_trial_is_not_found(app, started, participant):
+    _, study, body = started
+    q, _ = participant(study.key)
+    q.start(pid="PID-bad-2")
+    before = snapshot(app)
+    _assert_clean_4xx(q.answer(body["trial"]["id"], choice="left"), 404)
+    assert snapshot(app) == before
+
+
+def test_double_submit_is_idempotent_and_a_changed_answer_conflicts(app, started):
+    p, _, body = started
+    trial_id = body["trial"]["id"]
+    first = p.answer(trial_id, choice="left")
+    assert first.status_code == 200 and first.get_json()["status"] == "recorded"
+    before = snapshot(app)
+    again = p.answer(trial_id, choice="left")
+    assert again.status_code == 200 and again.get_json()["status"] == "already_recorded"
+    assert again.get_json()["trial"]["id"] == first.get_json()["trial"]["id"]
+    _assert_clean_4xx(p.answer(trial_id, choice="right"), 409)
+    assert snapshot(app) == before
+
+
+def test_answering_a_later_trial_first_is_a_conflict(app, started):
+    p, study, _ = started
+    with app.extensions["hprune_db"].read() as s:
+        later = s.scalar(
+            select(Trial.public_id)
+            .join(Participant)
+            .where(Participant.external_id == "PID-bad-1", Trial.position == 5)
+            .join(Study)
+            .where(Study.public_key == study.key)
+        )
+    before = snapshot(app)
+    _assert_clean_4xx(p.answer(later, choice="left"), 409)
+    assert snapshot(app) == before
+
+
+def test_wrong_or_missing_csrf_token_is_refused(app, started):
+    p, study, body = started
+    before = snapshot(app)
+    payload = {"trial": body["trial"]["id"], "choice": "left", "rt_ms": 10}
+    for headers in ({"X-CSRFToken": "forged.token"}, {}):
+        response = p.client.post(f"/api/s/{study.key}/answer", json=payload, headers=headers)
+        _assert_clean_4xx(response, 400)
+        assert "CSRF" in response.get_json()["error"]
+    response = p.client.post(f"/s/{study.key}/consent", data={"decision": "agree"})
+    _assert_clean_4xx(response, 400)
+    assert snapshot(app) == before
+
+
+def test_oversized_answer_is_413(app, started):
+    p, study, body = started
+    before = snapshot(app)
+    payload = json.dumps(
+        {"trial": body["trial"]["id"], "choice": "left", "rt_ms": 1, "pad": "x" * 5000}
+    )
+    response = p.client.post(
+        f"/api/s/{study.key}/answer",
+        data=payload,
+        headers={"X-CSRFToken": p.csrf, "Content-Type": "application/json"},
+    )
+    _assert_clean_4xx(response, 413)
+    assert snapshot(app) == before
+
+
+def test_unknown_study_malformed_link_and_no_session(app, started):
+    _, study, _ = started
+    before = snapshot(app)
+    fresh = app.test_client()
+    _assert_clean_4xx(fresh.get("/s/NoSuchStudy1", query_string={"PROLIFIC_PID": "x"}), 404)
+    _assert_clean_4xx(fresh.get("/api/s/NoSuchStudy1/trial"), 404)
+    _assert_clean_4xx(fresh.get(f"/s/{study.key}", query_string={"PROLIFIC_PID": "<script>"}), 400)
+    _assert_clean_4xx(fresh.get(f"/api/s/{study.key}/trial"), 403)
+    _assert_clean_4xx(fresh.get(f"/s/{study.key}/trials"), 403)
+    assert snapshot(app) == before
+
+
+def test_closed_study_takes_no_new_participants_but_lets_started_ones_finish(app, started):
+    p, study, body = started
+    with app.extensions["hprune_db"].write() as s:
+        s.scalar(select(Study).where(Study.public_key == study.key)).status = "closed"
+    before = snapshot(app)
+    newcomer = Client(app.test_client(), study.key)
+    response = newcomer.enter(PROLIFIC_PID="PID-late", STUDY_ID="s", SESSION_ID="x")
+    _assert_clean_4xx(response, 410)
+    assert "not accepting" in response.get_data(as_text=True)
+    assert snapshot(app) == before
+    assert p.answer(body["trial"]["id"], choice="left").status_code == 200
+
+
+def test_answer_before_the_trials_phase_is_a_conflict(app, participant):
+    p, _ = participant()
+    p.enter(PROLIFIC_PID="PID-early", STUDY_ID="s", SESSION_ID="x")
+    before = snapshot(app)
+    _assert_clean_4xx(p.answer("anything", choice="left"), 404)
+    bad_check = p.post("consent", decision="maybe")
+    _assert_clean_4xx(bad_check, 400)
+    assert snapshot(app) == before
