@@ -24,14 +24,13 @@ from werkzeug.security import check_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
-NO_NUL = Regexp(r"^[^\x00]*$", message="Invalid characters.")
-
 from study import dashboard
 from study.app import get_db
 from study.export import frame_from_session, write_files
 from study.models import Admin, Study, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+NO_NUL = Regexp(r"^[^\x00]*$", message="Invalid characters.")
 
 
 class LoginForm(FlaskForm):
