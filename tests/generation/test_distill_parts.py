@@ -277,3 +277,19 @@ def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
     assert not model.x_embedder.weight.requires_grad and model.proj_out.weight.requires_grad
     summary = apply_freeze(model, blocks, ["transformer_blocks"], set(), False)
     assert summary["frozen"] == []
+
+
+# --- encoding conventions -------------------------------------------------------------------
+
+
+def test_flux_packing_matches_the_diffusers_pipeline() -> None:
+    from diffusers import FluxPipeline
+
+    from generation.distill import encoding
+
+    x = torch.randn(2, 4, 6, 8)
+    packed = encoding.pack_latents(x)
+    assert torch.equal(packed, FluxPipeline._pack_latents(x, 2, 4, 6, 8))
+    assert torch.equal(encoding.unpack_latents(packed, 6, 8), x)
+    ids = FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32)
+    assert torch.equal(encoding.latent_image_ids(6, 8), ids)
