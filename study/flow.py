@@ -9,8 +9,10 @@ transaction: ``balanced`` fills the whole list at once, ``active`` fills each ma
 when it becomes current. Left/right is counterbalanced per variant pair and criterion.
 
 Every function here runs inside one write transaction of the caller; the participant row is
-locked first (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers at ``BEGIN IMMEDIATE``),
-then the study row when trials are assigned, always in that order.
+locked first (``FOR NO KEY UPDATE`` on PostgreSQL; SQLite serialises writers at ``BEGIN
+IMMEDIATE``), then the study row when trials are assigned, always in that order. ``NO KEY``
+locks serialise the assigners without blocking the foreign-key checks of rows that merely
+reference the study (a new participant), which ``FOR UPDATE`` would, and could deadlock on.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def enter(
     query = select(Participant).where(
         Participant.study_id == study.id, Participant.external_id == external_id
     )
-    participant = session.scalar(query.with_for_update())
+    participant = session.scalar(query.with_for_update(key_share=True))
     if participant is not None:
         participant.last_seen_at = utcnow()
         return participant
@@ -116,7 +118,7 @@ def enter(
         with session.begin_nested():
             session.add(participant)
     except IntegrityError:  # the same person arrived twice at once (two tabs): use the first
-        participant = session.scalar(query.with_for_update())
+        participant = session.scalar(query.with_for_update(key_share=True))
     return participant
 
 
@@ -320,7 +322,7 @@ def _sides(task: PairTask, tally: StudyTallies, rng: np.random.Generator) -> tup
 
 
 def _lock_study(session: Session, study_id: int) -> None:
-    session.execute(select(Study.id).where(Study.id == study_id).with_for_update())
+    session.execute(select(Study.id).where(Study.id == study_id).with_for_update(key_share=True))
 
 
 # --- assignment ------------------------------------------------------------------------------

@@ -124,7 +124,9 @@ def import_study(
     items = sorted({item(r) for r in rows})
 
     with db.write() as session:
-        study = session.scalar(select(Study).where(Study.name == spec.name).with_for_update())
+        study = session.scalar(
+            select(Study).where(Study.name == spec.name).with_for_update(key_share=True)
+        )
         if study is None:
             study = Study(name=spec.name, public_key=secrets.token_urlsafe(8), status="open")
             session.add(study)

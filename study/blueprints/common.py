@@ -45,7 +45,7 @@ def load_participant(db: Session, study: Study) -> Participant:
         participant = db.scalar(
             select(Participant)
             .where(Participant.public_id == public_id, Participant.study_id == study.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     if participant is None:
         raise FlowError(403, "Your session has not started: please open the study link again.")
