@@ -1,0 +1,395 @@
+"""Quality control of participants, and exclusions as a reported, reproducible filter.
+
+Per participant:
+- attention / gold trials failed (``kind == "attention"`` rows with ``passed_checks``
+  false);
+- too-fast answers: the share of trials answered faster than ``min_rt_ms``;
+- repeated-pair consistency: the same pair on the same prompt shown again, how often the
+  same answer came back;
+- circular triads (Kendall & Babington Smith 1940): of the variant triples whose three
+  pairs she decided, the share she ordered in a cycle (a > b > c > a); a random responder
+  makes 25% of triads circular, a consistent one 0%;
+- observer outliers by leave-one-out likelihood (as in Perez-Ortiz & Mantiuk's pwcmp):
+  Bradley-Terry is refitted without her, her answers' mean log-likelihood under that fit
+  is compared with everybody else's by a robust z-score (median / 1.4826 MAD);
+- position bias: a two-sided binomial test of her left-choice rate against 1/2,
+  Benjamini-Hochberg corrected across participants.
+
+Agreement: Krippendorff's alpha (Krippendorff 2004; 2011, "Computing Krippendorff's
+alpha-reliability") for pairwise answers (nominal, units = prompt x pair) and ratings
+(interval and ordinal, units = rated image x criterion).
+
+Exclusion is always a whole participant, for the reasons listed in ``QCOptions``; the
+report prints who was excluded and why and shows the results with and without them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binom
+
+from analysis.bootstrap import trial_cells
+from analysis.bradley_terry import bradley_terry_model
+from analysis.comparisons import from_pairs, is_estimable
+from analysis.significance import adjust_pvalues
+from hprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class QCOptions:
+    """Thresholds of the quality checks and which of them exclude a participant."""
+
+    min_rt_ms: float = 400.0  # answers faster than this count as too fast
+    max_fast_fraction: float = 0.25  # exclude above this share of too-fast answers
+    max_attention_failures: int = 0  # exclude above this many failed attention checks
+    outlier_z: float = -3.0  # exclude when the leave-one-out robust z is below this
+    position_alpha: float = 0.01  # flag position bias at this BH-adjusted level
+    exclude_position_bias: bool = False
+    max_circular_fraction: float | None = None  # e.g. 0.2 to exclude near-random triads
+    min_consistency: float | None = None  # e.g. 0.5 to exclude inconsistent repeaters
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QCResult:
+    participants: pd.DataFrame  # one row per participant: every check, `excluded`, `reasons`
+    agreement: pd.DataFrame  # Krippendorff's alpha per data kind and level
+    options: QCOptions
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def excluded(self) -> list[str]:
+        return self.participants.loc[self.participants["excluded"], "participant"].tolist()
+
+
+# -------------------------------------------------------------- individual checks
+
+
+def attention_failures(responses: pd.DataFrame) -> pd.DataFrame:
+    """Attention/gold trials per participant and how many were failed."""
+    checks = responses[responses["kind"] == "attention"]
+    table = checks.groupby("participant").agg(
+        attention_trials=("passed_checks", "size"),
+        attention_failed=("passed_checks", lambda s: int((~s.astype(bool)).sum())),
+    )
+    return table.reset_index()
+
+
+def response_speed(responses: pd.DataFrame, min_rt_ms: float) -> pd.DataFrame:
+    """Median response time and the share of answers faster than ``min_rt_ms``."""
+    answered = responses[responses["kind"].isin(["pair", "rating"])]
+    rt = answered["rt_ms"]
+    table = (
+        answered.assign(fast=(rt < min_rt_ms) & rt.notna())
+        .groupby("participant")
+        .agg(trials=("kind", "size"), median_rt_ms=("rt_ms", "median"), fast=("fast", "sum"))
+    )
+    table["fast_fraction"] = table["fast"] / table["trials"]
+    return table.reset_index()
+
+
+def _unordered(pairs: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each pair trial as (first, second) variant in sorted order and the answer in it."""
+    left, right = pairs["left_variant"].astype(str), pairs["right_variant"].astype(str)
+    first = left.where(left < right, right)
+    second = right.where(left < right, left)
+    chose = pairs["choice"].astype(str)
+    answer = np.where(
+        chose == "tie",
+        "tie",
+        np.where((chose == "left") == (left == first), "first", "second"),
+    )
+    return first, second, pd.Series(answer, index=pairs.index)
+
+
+def repeated_pair_consistency(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Among repeated (prompt, pair) trials of a participant: share of agreeing answer pairs."""
+    first, second, answer = _unordered(pairs)
+    frame = pd.DataFrame(
+        {
+            "participant": pairs["participant"].astype(str),
+            "key": pairs["criterion"].astype(str)
+            + "|"
+            + pairs["prompt_id"].astype(str)
+            + "|"
+            + first
+            + "|"
+            + second,
+            "answer": answer,
+        }
+    )
+    sizes = frame.groupby(["participant", "key"])["answer"].transform("size")
+    repeated = frame[sizes >= 2]
+    if repeated.empty:
+        return pd.DataFrame(columns=["participant", "repeat_pairs", "consistency"])
+    counts = repeated.groupby(["participant", "key", "answer"]).size().rename("n").reset_index()
+    counts["agreeing"] = counts["n"] * (counts["n"] - 1) / 2
+    per_key = counts.groupby(["participant", "key"]).agg(
+        n=("n", "sum"), agreeing=("agreeing", "sum")
+    )
+    per_key["pairs"] = per_key["n"] * (per_key["n"] - 1) / 2
+    table = per_key.groupby("participant")[["pairs", "agreeing"]].sum()
+    table["consistency"] = table["agreeing"] / table["pairs"]
+    return table.rename(columns={"pairs": "repeat_pairs"})[
+        ["repeat_pairs", "consistency"]
+    ].reset_index()
+
+
+def count_circular_triads(preference: np.ndarray) -> tuple[int, int]:
+    """(circular, decided) triads of a tournament matrix ``preference[i, j]`` = i over j.
+
+    Only triples whose three pairs are all decided count; a directed 3-cycle is circular.
+    """
+    a = (preference > 0).astype(np.int64)
+    decided = ((a + a.T) > 0).astype(np.int64)
+    circular = int(np.trace(a @ a @ a)) // 3
+    complete = int(np.trace(decided @ decided @ decided)) // 6
+    return circular, complete
+
+
+def circular_triads(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per participant (summed over criteria): decided triads and the circular share."""
+    rows = []
+    for (participant, _criterion), trials in pairs.groupby(["participant", "criterion"], sort=True):
+        names = sorted(
+            set(trials["left_variant"].astype(str)) | set(trials["right_variant"].astype(str))
+        )
+        if len(names) < 3:
+            continue
+        comparisons, _, _ = from_pairs(trials, names)
+        wins = comparisons.wins_matrix()
+        net = wins - wins.T
+        circular, complete = count_circular_triads(net)
+        rows.append((participant, circular, complete))
+    if not rows:
+        return pd.DataFrame(
+            columns=["participant", "triads", "circular_triads", "circular_fraction"]
+        )
+    table = pd.DataFrame(rows, columns=["participant", "circular_triads", "triads"])
+    table = table.groupby("participant")[["circular_triads", "triads"]].sum().reset_index()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["circular_fraction"] = table["circular_triads"] / table["triads"]
+    return table
+
+
+def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Left-choice rate per participant, exact binomial test vs 1/2, BH-adjusted."""
+    decided = pairs[pairs["choice"].isin(["left", "right"])]
+    table = decided.groupby("participant").agg(
+        decided=("choice", "size"), left=("choice", lambda s: int((s == "left").sum()))
+    )
+    n, k = table["decided"].to_numpy(), table["left"].to_numpy()
+    p = np.minimum(1.0, 2 * np.minimum(binom.cdf(k, n, 0.5), binom.sf(k - 1, n, 0.5)))
+    table["left_rate"] = k / n
+    table["position_p"] = p
+    table["position_p_adjusted"] = adjust_pvalues(p, "bh")
+    table["position_flag"] = table["position_p_adjusted"] < alpha
+    return table.drop(columns=["left"]).reset_index()
+
+
+def leave_one_out_outliers(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mean log-likelihood of each participant's answers under a fit without her.
+
+    Bradley-Terry (Davidson ties when present) per criterion; each refit is a weighted
+    refit on the unique rows (her counts subtracted) starting from the full fit.
+    ``loo_z`` is the robust z-score across participants (low = unlike everybody else).
+    """
+    totals: dict[str, list[float]] = {}
+    for _criterion, trials in pairs.groupby("criterion", sort=True):
+        comparisons, row, outcome = from_pairs(trials)
+        if comparisons.n_items < 2 or trials["participant"].nunique() < 3:
+            continue
+        try:
+            model = bradley_terry_model(comparisons)
+        except UserError:
+            continue
+        full = model.fit()
+        people = sorted(trials["participant"].astype(str).unique())
+        index = {p: i for i, p in enumerate(people)}
+        codes = trials["participant"].astype(str).map(index).to_numpy()
+        matrix = trial_cells(row, outcome, len(comparisons.left), codes).participant_matrix(
+            len(people)
+        )
+        total = comparisons.counts
+        for person, i in index.items():
+            own = matrix[[i]].toarray().reshape(-1, 3)
+            rest = total - own
+            n_own = own.sum()
+            if not is_estimable(comparisons, rest, prior=0.0, ties_link=model.link.ties_link):
+                ll = np.nan  # without her the design falls apart: no verdict
+            else:
+                params, converged = model.fit_params(rest, full.params)
+                ll = model.loglik(params, own) if converged else np.nan
+            entry = totals.setdefault(person, [0.0, 0.0])
+            entry[0] += ll
+            entry[1] += n_own
+    if not totals:
+        return pd.DataFrame(columns=["participant", "loo_loglik_per_trial", "loo_z"])
+    table = pd.DataFrame(
+        [(p, ll / n if n else np.nan) for p, (ll, n) in totals.items()],
+        columns=["participant", "loo_loglik_per_trial"],
+    )
+    ll = table["loo_loglik_per_trial"]
+    median = ll.median()
+    mad = 1.4826 * (ll - median).abs().median()
+    table["loo_z"] = (ll - median) / mad if mad > 0 else 0.0
+    return table
+
+
+# ------------------------------------------------------------------ agreement
+
+
+def krippendorff_alpha(units: np.ndarray, values: np.ndarray, level: str = "nominal") -> float:
+    """Krippendorff's alpha of (unit, value) observations, one per coder and unit.
+
+    Built from the coincidence matrix o_ck (value pairs within units, each unit weighted
+    1 / (m_u - 1)); alpha = 1 - D_o / D_e with the metric delta^2 of ``level``:
+    nominal, ordinal, interval or ratio. Units with one value are not pairable and drop.
+    """
+    units = np.asarray(units)
+    values = np.asarray(values, float)
+    keep = np.isfinite(values)
+    units, values = units[keep], values[keep]
+    _, unit_code = np.unique(units, return_inverse=True)
+    levels, value_code = np.unique(values, return_inverse=True)
+    counts = np.zeros((unit_code.max() + 1 if len(unit_code) else 0, len(levels)))
+    np.add.at(counts, (unit_code, value_code), 1.0)
+    m = counts.sum(axis=1)
+    counts = counts[m >= 2]
+    m = m[m >= 2]
+    if len(m) == 0 or len(levels) < 2:
+        return float("nan")
+    scaled = counts / (m - 1)[:, None]
+    coincidence = scaled.T @ counts - np.diag(scaled.sum(axis=0))
+    n_c = coincidence.sum(axis=1)
+    n = n_c.sum()
+    c, k = np.meshgrid(levels, levels, indexing="ij")
+    if level == "nominal":
+        delta = (c != k).astype(float)
+    elif level == "interval":
+        delta = (c - k) ** 2
+    elif level == "ratio":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = np.nan_to_num(((c - k) / (c + k)) ** 2)
+    elif level == "ordinal":
+        cum = np.cumsum(n_c)
+        i, j = np.meshgrid(np.arange(len(levels)), np.arange(len(levels)), indexing="ij")
+        lo, hi = np.minimum(i, j), np.maximum(i, j)
+        between = cum[hi] - np.where(lo > 0, cum[lo - 1], 0.0)
+        delta = (between - (n_c[i] + n_c[j]) / 2) ** 2
+    else:
+        raise ValueError(f"unknown level {level!r} (nominal, ordinal, interval, ratio)")
+    observed = (coincidence * delta).sum() / n
+    expected = (np.outer(n_c, n_c) * delta).sum() / (n * (n - 1))
+    return float(1 - observed / expected) if expected > 0 else float("nan")
+
+
+def agreement_table(responses: pd.DataFrame) -> pd.DataFrame:
+    """Krippendorff's alpha of pairwise answers (nominal) and ratings (interval, ordinal)."""
+    rows = []
+    pairs = responses[responses["kind"] == "pair"]
+    if not pairs.empty:
+        first, second, answer = _unordered(pairs)
+        units = (
+            pairs["criterion"].astype(str)
+            + "|"
+            + pairs["prompt_id"].astype(str)
+            + "|"
+            + first
+            + "|"
+            + second
+        ).to_numpy()
+        values = pd.Series(answer).map({"first": 1.0, "tie": 0.0, "second": -1.0}).to_numpy()
+        rows.append(
+            ("pair", "nominal", krippendorff_alpha(units, values, "nominal"), len(set(units)))
+        )
+    ratings = responses[responses["kind"] == "rating"]
+    if not ratings.empty:
+        image = (
+            ratings["left_image"]
+            .astype("string")
+            .fillna(ratings["prompt_id"].astype(str) + "|" + ratings["left_variant"].astype(str))
+        )
+        units = (ratings["criterion"].astype(str) + "|" + image.astype(str)).to_numpy()
+        for level in ("interval", "ordinal"):
+            rows.append(
+                (
+                    "rating",
+                    level,
+                    krippendorff_alpha(units, ratings["rating"].to_numpy(float), level),
+                    len(set(units)),
+                )
+            )
+    return pd.DataFrame(rows, columns=["data", "level", "alpha", "units"])
+
+
+# ------------------------------------------------------------------ the filter
+
+
+def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResult:
+    """Every check for every participant, and who is excluded for which reasons."""
+    options = options or QCOptions()
+    notes: list[str] = []
+    people = pd.DataFrame({"participant": sorted(responses["participant"].astype(str).unique())})
+    pairs = responses[(responses["kind"] == "pair") & responses["choice"].notna()]
+    tables = [
+        attention_failures(responses),
+        response_speed(responses, options.min_rt_ms),
+        repeated_pair_consistency(pairs),
+        circular_triads(pairs),
+        position_bias(pairs, options.position_alpha),
+    ]
+    if pairs["participant"].nunique() >= 3:
+        tables.append(leave_one_out_outliers(pairs))
+    elif not pairs.empty:
+        notes.append(
+            "fewer than 3 participants answered pair trials: no leave-one-out outlier check"
+        )
+    table = people
+    for t in tables:
+        if len(t.columns) > 1:
+            table = table.merge(t.astype({"participant": str}), on="participant", how="left")
+    for column in ("attention_failed", "attention_trials"):
+        if column not in table:
+            table[column] = 0
+        table[column] = table[column].fillna(0).astype(int)
+    if responses["rt_ms"].isna().all():
+        notes.append("no response times in the export: the too-fast check was skipped")
+
+    reasons = [[] for _ in range(len(table))]
+
+    def flag(mask: pd.Series, text: str) -> None:
+        for i in np.flatnonzero(mask.fillna(False).to_numpy(bool)):
+            reasons[i].append(text)
+
+    flag(table["attention_failed"] > options.max_attention_failures, "failed attention checks")
+    if "fast_fraction" in table:
+        flag(
+            table["fast_fraction"] > options.max_fast_fraction,
+            f"over {options.max_fast_fraction:.0%} of answers faster than {options.min_rt_ms:g} ms",
+        )
+    if "loo_z" in table:
+        flag(
+            table["loo_z"] < options.outlier_z, f"leave-one-out outlier (z < {options.outlier_z:g})"
+        )
+    if options.exclude_position_bias and "position_flag" in table:
+        flag(table["position_flag"].astype("boolean"), "position bias")
+    if options.max_circular_fraction is not None and "circular_fraction" in table:
+        flag(table["circular_fraction"] > options.max_circular_fraction, "circular triads")
+    if options.min_consistency is not None and "consistency" in table:
+        flag(table["consistency"] < options.min_consistency, "inconsistent on repeated pairs")
+    table["reasons"] = ["; ".join(r) for r in reasons]
+    table["excluded"] = [bool(r) for r in reasons]
+    if table["excluded"].all() and len(table):
+        notes.append("every participant failed a check: results after exclusions are not available")
+    return QCResult(table, agreement_table(responses), options, notes)
+
+
+def apply_exclusions(responses: pd.DataFrame, qc: QCResult) -> pd.DataFrame:
+    """The responses without the excluded participants (the reproducible filter)."""
+    return responses[~responses["participant"].astype(str).isin(qc.excluded)].reset_index(drop=True)

@@ -1,0 +1,149 @@
+"""Quality control: published alpha values, triads by hand, and a study with bad participants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.data import validate_responses
+from analysis.qc import (
+    QCOptions,
+    apply_exclusions,
+    circular_triads,
+    count_circular_triads,
+    krippendorff_alpha,
+    position_bias,
+    repeated_pair_consistency,
+    run_qc,
+)
+from analysis.simulate import PairDesign, simulate_pairs
+
+
+def test_krippendorff_alpha_reproduces_the_published_example() -> None:
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 observers,
+    # 12 units, values 1..5 with missing data.
+    table = [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+        [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+    ]
+    units = np.array([u for row in table for u in range(12)])
+    values = np.array([np.nan if v is None else v for row in table for v in row], float)
+    expected = {"nominal": 0.743, "ordinal": 0.815, "interval": 0.849, "ratio": 0.797}
+    for level, alpha in expected.items():
+        assert round(krippendorff_alpha(units, values, level), 3) == alpha
+    assert krippendorff_alpha(np.array([0, 0, 1, 1]), np.array([1.0, 1.0, 2.0, 2.0])) == 1.0
+
+
+def test_circular_triads_by_hand() -> None:
+    cycle = np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    assert count_circular_triads(cycle) == (1, 1)
+    order = np.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]])
+    assert count_circular_triads(order) == (0, 1)
+    # Four items, a > b > c > a and d beats everybody: 1 circular of 4 triads.
+    m = np.zeros((4, 4))
+    m[0, 1] = m[1, 2] = m[2, 0] = 1
+    m[3, :3] = 1
+    assert count_circular_triads(m) == (1, 4)
+    # An undecided pair removes the triads through it.
+    m[2, 0] = 0
+    assert count_circular_triads(m) == (0, 2)
+
+
+def _pairs(rows):
+    return validate_responses(
+        pd.DataFrame(
+            [
+                {
+                    "participant": p,
+                    "kind": "pair",
+                    "criterion": "q",
+                    "prompt_id": q,
+                    "left_variant": a,
+                    "right_variant": b,
+                    "choice": c,
+                    "rating": np.nan,
+                }
+                for p, q, a, b, c in rows
+            ]
+        )
+    )
+
+
+def test_repeated_pair_consistency_and_position_bias_by_hand() -> None:
+    rows = [
+        ("p1", "x", "a", "b", "left"),  # a
+        ("p1", "x", "b", "a", "right"),  # a again: agrees
+        ("p1", "x", "a", "b", "right"),  # b: disagrees with both
+        ("p2", "x", "a", "b", "left"),
+        ("p2", "y", "a", "b", "left"),  # different prompt: not a repeat
+    ]
+    table = repeated_pair_consistency(_pairs(rows)).set_index("participant")
+    assert table.loc["p1", "repeat_pairs"] == 3 and table.loc["p1", "consistency"] == pytest.approx(
+        1 / 3
+    )
+    assert "p2" not in table.index
+    cyclic = [
+        ("p3", "x", "a", "b", "left"),
+        ("p3", "x", "b", "c", "left"),
+        ("p3", "x", "c", "a", "left"),
+    ]
+    ordered = [
+        ("p4", "x", "a", "b", "left"),
+        ("p4", "x", "b", "c", "left"),
+        ("p4", "x", "a", "c", "left"),
+    ]
+    triads = circular_triads(_pairs(cyclic + ordered)).set_index("participant")
+    assert triads.loc["p3", "circular_fraction"] == 1.0
+    assert triads.loc["p4", "circular_fraction"] == 0.0 and triads.loc["p4", "triads"] == 1
+    always_left = [("p9", f"q{i}", "a", "b", "left") for i in range(20)]
+    bias = position_bias(_pairs(always_left), 0.01).set_index("participant")
+    assert bias.loc["p9", "left_rate"] == 1.0
+    assert bias.loc["p9", "position_p"] == pytest.approx(2 * 0.5**20)
+    assert bias.loc["p9", "position_flag"]
+
+
+@pytest.fixture(scope="module")
+def study_with_bad_participants() -> pd.DataFrame:
+    design = PairDesign(("a", "b", "c", "d", "e"), n_participants=30, trials_per_participant=60)
+    responses = simulate_pairs(
+        design, [0.0, -0.5, -1.0, -1.5, -2.0], spammers=0.1, attention_trials=5, seed=21
+    )
+    # One contrarian: answers the opposite of what she sees (slow and attentive).
+    contrarian = (responses.participant == "p0003") & (responses.kind == "pair")
+    responses.loc[contrarian, "choice"] = responses.loc[contrarian, "choice"].map(
+        {"left": "right", "right": "left", "tie": "tie"}
+    )
+    return validate_responses(responses)
+
+
+def test_bad_participants_are_excluded_with_reasons(study_with_bad_participants) -> None:
+    responses = study_with_bad_participants
+    qc = run_qc(responses)
+    table = qc.participants.set_index("participant")
+    spammers = set(table.index[table["median_rt_ms"] < 600])
+    assert spammers, "the simulation should contain fast spammers"
+    assert spammers <= set(qc.excluded)
+    assert "leave-one-out outlier" in table.loc["p0003", "reasons"]
+    good = table.drop(index=[*spammers, "p0003"])
+    # An attentive participant may miss one attention check (2% each in the simulation),
+    # but nobody else trips the speed or likelihood checks.
+    assert set(good.loc[good.excluded, "reasons"]) <= {"failed attention checks"}
+    assert good["excluded"].sum() <= 2
+    kept = apply_exclusions(responses, qc)
+    assert set(kept.participant) == set(good.index[~good.excluded])
+    agreement = qc.agreement.set_index("data")
+    assert 0 < agreement.loc["pair", "alpha"] < 1
+
+
+def test_options_change_the_filter_and_small_studies_get_notes(study_with_bad_participants) -> None:
+    responses = study_with_bad_participants
+    lenient = run_qc(
+        responses, QCOptions(max_attention_failures=99, max_fast_fraction=1.0, outlier_z=-99)
+    )
+    assert lenient.excluded == []
+    one = responses[responses.participant == "p0000"]
+    qc = run_qc(one)
+    assert any("leave-one-out" in note for note in qc.notes)
