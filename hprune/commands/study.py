@@ -13,7 +13,7 @@ from hprune.cli import LazyGroup
 from hprune.errors import UserError
 
 # Subcommands that live beside the code they drive, imported only when used.
-LAZY_SUBCOMMANDS: dict[str, str] = {}
+LAZY_SUBCOMMANDS: dict[str, str] = {"simulate": "hprune.commands.study_simulate:simulate"}
 
 
 def _database_url() -> str:
