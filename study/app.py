@@ -100,6 +100,14 @@ def create_app(overrides: dict | None = None) -> Flask:
     def index():
         return render_template("index.html"), 200
 
+    @app.get("/healthz")
+    def healthz():
+        from sqlalchemy import text
+
+        with get_db(app).read() as db:
+            db.execute(text("SELECT 1"))
+        return jsonify(ok=True)
+
     return app
 
 
