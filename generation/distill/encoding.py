@@ -107,11 +107,13 @@ def predict_velocity(
 
     ``guidance`` is used only by FLUX models with guidance embedding (FLUX-dev).
     """
-    dtype = next(transformer.parameters()).dtype
+    model = getattr(transformer, "module", transformer)  # the model inside a DDP/DeepSpeed wrapper
+    # the first floating parameter: a bitsandbytes-quantised layer stores uint8/int8 weights
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     x_t = x_t.to(dtype)
     embeds = text["prompt_embeds"].to(dtype)
     pooled = text["pooled_prompt_embeds"].to(dtype)
-    if transformer_family(transformer) == "sd3":
+    if transformer_family(model) == "sd3":
         return transformer(
             hidden_states=x_t,
             timestep=timesteps_from_sigmas(sigmas).to(x_t.device, dtype),
@@ -121,7 +123,7 @@ def predict_velocity(
         )[0]
     b, _, h, w = x_t.shape
     guidance_vec = None
-    if transformer.config.guidance_embeds:
+    if model.config.guidance_embeds:
         guidance_vec = torch.full((b,), guidance, device=x_t.device, dtype=dtype)
     out = transformer(
         hidden_states=pack_latents(x_t),
