@@ -35,6 +35,8 @@ OPTIONAL_DEFAULTS: dict[str, object] = {
     "shown_at": pd.NaT,
     "answered_at": pd.NaT,
     "passed_checks": True,
+    "check": pd.NA,  # attention trials: "broken" (gold) or "repeat" (study export extras)
+    "check_passed": pd.NA,
 }
 KINDS = {"pair", "rating", "attention", "practice"}
 CHOICES = {"left", "right", "tie"}

@@ -70,12 +70,28 @@ class QCResult:
 # -------------------------------------------------------------- individual checks
 
 
+def _check_passed(checks: pd.DataFrame) -> pd.Series:
+    """Whether each attention trial was passed: the export's per-trial ``check_passed``
+    where present, else ``passed_checks``."""
+    passed = checks["passed_checks"].astype("boolean")
+    if "check_passed" in checks:
+        passed = checks["check_passed"].astype("boolean").fillna(passed)
+    return passed.fillna(True).astype(bool)
+
+
 def attention_failures(responses: pd.DataFrame) -> pd.DataFrame:
-    """Attention/gold trials per participant and how many were failed."""
+    """Gold attention trials per participant and how many were failed.
+
+    Repeat checks (``check == "repeat"``, the same trial again with sides swapped) are
+    consistency, not attention: they count in ``repeated_pair_consistency`` instead.
+    """
     checks = responses[responses["kind"] == "attention"]
-    table = checks.groupby("participant").agg(
-        attention_trials=("passed_checks", "size"),
-        attention_failed=("passed_checks", lambda s: int((~s.astype(bool)).sum())),
+    if "check" in checks:
+        checks = checks[checks["check"].astype("string").fillna("broken") != "repeat"]
+    table = (
+        checks.assign(failed=~_check_passed(checks))
+        .groupby("participant")
+        .agg(attention_trials=("failed", "size"), attention_failed=("failed", "sum"))
     )
     return table.reset_index()
 
@@ -107,8 +123,23 @@ def _unordered(pairs: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     return first, second, pd.Series(answer, index=pairs.index)
 
 
-def repeated_pair_consistency(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Among repeated (prompt, pair) trials of a participant: share of agreeing answer pairs."""
+def repeated_pair_consistency(
+    pairs: pd.DataFrame, attention: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Among repeated (prompt, pair) trials of a participant: share of agreeing answer pairs.
+
+    Repeat checks among ``attention`` rows (``check == "repeat"`` with ``check_passed``)
+    each add one answer pair, agreeing when passed.
+    """
+    repeat_checks = None
+    if attention is not None and "check" in attention and not attention.empty:
+        repeats = attention[attention["check"].astype("string") == "repeat"]
+        if not repeats.empty:
+            repeat_checks = (
+                repeats.assign(pairs=1.0, agreeing=_check_passed(repeats).astype(float))
+                .groupby("participant")[["pairs", "agreeing"]]
+                .sum()
+            )
     first, second, answer = _unordered(pairs)
     frame = pd.DataFrame(
         {
@@ -125,7 +156,7 @@ def repeated_pair_consistency(pairs: pd.DataFrame) -> pd.DataFrame:
     )
     sizes = frame.groupby(["participant", "key"])["answer"].transform("size")
     repeated = frame[sizes >= 2]
-    if repeated.empty:
+    if repeated.empty and repeat_checks is None:
         return pd.DataFrame(columns=["participant", "repeat_pairs", "consistency"])
     counts = repeated.groupby(["participant", "key", "answer"]).size().rename("n").reset_index()
     counts["agreeing"] = counts["n"] * (counts["n"] - 1) / 2
@@ -134,6 +165,7 @@ def repeated_pair_consistency(pairs: pd.DataFrame) -> pd.DataFrame:
     )
     per_key["pairs"] = per_key["n"] * (per_key["n"] - 1) / 2
     table = per_key.groupby("participant")[["pairs", "agreeing"]].sum()
+    table = table.add(repeat_checks, fill_value=0) if repeat_checks is not None else table
     table["consistency"] = table["agreeing"] / table["pairs"]
     return table.rename(columns={"pairs": "repeat_pairs"})[
         ["repeat_pairs", "consistency"]
@@ -180,10 +212,12 @@ def circular_triads(pairs: pd.DataFrame) -> pd.DataFrame:
 def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Left-choice rate per participant, exact binomial test vs 1/2, BH-adjusted."""
     decided = pairs[pairs["choice"].isin(["left", "right"])]
+    if decided.empty:
+        return pd.DataFrame(columns=["participant", "decided", "left_rate", "position_flag"])
     table = decided.groupby("participant").agg(
         decided=("choice", "size"), left=("choice", lambda s: int((s == "left").sum()))
     )
-    n, k = table["decided"].to_numpy(), table["left"].to_numpy()
+    n, k = table["decided"].to_numpy(int), table["left"].to_numpy(int)
     p = np.minimum(1.0, 2 * np.minimum(binom.cdf(k, n, 0.5), binom.sf(k - 1, n, 0.5)))
     table["left_rate"] = k / n
     table["position_p"] = p
@@ -340,7 +374,7 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
     tables = [
         attention_failures(responses),
         response_speed(responses, options.min_rt_ms),
-        repeated_pair_consistency(pairs),
+        repeated_pair_consistency(pairs, responses[responses["kind"] == "attention"]),
         circular_triads(pairs),
         position_bias(pairs, options.position_alpha),
     ]

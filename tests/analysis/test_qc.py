@@ -147,3 +147,38 @@ def test_options_change_the_filter_and_small_studies_get_notes(study_with_bad_pa
     one = responses[responses.participant == "p0000"]
     qc = run_qc(one)
     assert any("leave-one-out" in note for note in qc.notes)
+
+
+def test_study_export_check_columns() -> None:
+    # The study export marks gold trials check=broken and repeat checks check=repeat,
+    # each with a per-trial check_passed; passed_checks is participant-level.
+    rows = [
+        ("p1", "attention", "broken", False),
+        ("p1", "attention", "repeat", True),
+        ("p2", "attention", "broken", True),
+        ("p2", "attention", "repeat", False),
+        ("p2", "attention", "repeat", True),
+    ]
+    frame = validate_responses(
+        pd.DataFrame(
+            [
+                {
+                    "participant": p,
+                    "kind": k,
+                    "check": c,
+                    "check_passed": ok,
+                    "passed_checks": p != "p1",
+                    "left_variant": "a",
+                    "right_variant": "b",
+                    "choice": "left",
+                    "rating": np.nan,
+                }
+                for p, k, c, ok in rows
+            ]
+        )
+    )
+    qc = run_qc(frame).participants.set_index("participant")
+    assert qc.loc["p1", "attention_failed"] == 1 and qc.loc["p1", "attention_trials"] == 1
+    assert qc.loc["p2", "attention_failed"] == 0
+    assert qc.loc["p2", "consistency"] == 0.5 and qc.loc["p1", "consistency"] == 1.0
+    assert qc.loc["p1", "excluded"] and not qc.loc["p2", "excluded"]
