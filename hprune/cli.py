@@ -16,6 +16,7 @@ from hprune import __version__
 
 # name -> "module:attribute" of a click command. Add a line only when the command works.
 COMMANDS: dict[str, str] = {
+    "render": "hprune.commands.render:render",
     "toy-model": "hprune.commands.toy_model:toy_model",
     "mini": "hprune.commands.mini:mini",
     "study": "hprune.commands.study:study",

@@ -1,0 +1,36 @@
+"""Architecture adapters: block lists, subcomponents, identity replacement and surgery.
+
+``get_adapter(transformer)`` picks the adapter for a diffusers transformer.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from generation.adapters.base import BLOCK, ModelAdapter, Part
+from generation.adapters.flux import FluxAdapter
+from generation.adapters.sd3 import SD3Adapter
+from hprune.errors import UserError
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = (SD3Adapter, FluxAdapter)
+
+
+def adapter_class(class_name: str) -> type[ModelAdapter]:
+    """The adapter for a transformer class name (as ``_class_name`` in its config.json)."""
+    for cls in ADAPTERS:
+        if cls.transformer_class == class_name:
+            return cls
+    supported = ", ".join(cls.transformer_class for cls in ADAPTERS)
+    raise UserError(f"unsupported transformer {class_name!r}: hprune supports {supported}")
+
+
+def get_adapter(transformer: nn.Module) -> ModelAdapter:
+    """The adapter that knows ``transformer``'s blocks and subcomponents."""
+    for cls in type(transformer).__mro__:
+        for adapter in ADAPTERS:
+            if adapter.transformer_class == cls.__name__:
+                return adapter(transformer)
+    return adapter_class(type(transformer).__name__)(transformer)  # raises the UserError
+
+
+__all__ = ["ADAPTERS", "BLOCK", "ModelAdapter", "Part", "adapter_class", "get_adapter"]
