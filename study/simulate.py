@@ -214,6 +214,7 @@ class ParticipantResult:
     answers: int = 0  # acknowledged by the server ("recorded")
     retried: int = 0  # answers re-sent after a lost response ("already_recorded")
     answer_seconds: list[float] = field(default_factory=list)
+    answer_window: tuple[float, float] | None = None  # perf_counter at first send, last reply
     choices: dict[str, int] = field(default_factory=dict)  # left/right/tie counts, main trials
     error: str | None = None
 
@@ -355,7 +356,10 @@ def _post_answer(http, base, key, payload, headers, settings, result) -> dict:
             return response.json()
         if response.status_code != 200:
             raise SimulationError(f"answer: HTTP {response.status_code} {response.text[:200]}")
-        result.answer_seconds.append(time.perf_counter() - start)
+        end = time.perf_counter()
+        result.answer_seconds.append(end - start)
+        first = result.answer_window[0] if result.answer_window else start
+        result.answer_window = (first, end)
         body = response.json()
         if body.get("status") == "recorded":
             result.answers += 1
@@ -381,6 +385,14 @@ class SimulationReport:
     @property
     def answers_per_second(self) -> float:
         return self.answers / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def answering_seconds(self) -> float:
+        """From the first answer sent to the last one acknowledged, over all participants."""
+        windows = [r.answer_window for r in self.results if r.answer_window]
+        if not windows:
+            return 0.0
+        return max(end for _, end in windows) - min(start for start, _ in windows)
 
     def outcomes(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import lru_cache
+from operator import attrgetter
 
 import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
@@ -64,13 +65,20 @@ def pending_comparisons(state: SchedulingState) -> np.ndarray:
     if state.pending is not None:
         pending = np.asarray(state.pending, dtype=float)
         return np.maximum(pending, pending.T)
-    index = {v: k for k, v in enumerate(state.variants)}
-    assigned = np.zeros((len(index), len(index)))
-    for task, count in state.assigned_pairs.items():
-        i, j = index.get(task.variant_a), index.get(task.variant_b)
-        if i is not None and j is not None:
-            assigned[i, j] += count
-            assigned[j, i] += count
+    n = len(state.variants)
+    cell = {
+        (a, b): i * n + j
+        for i, a in enumerate(state.variants)
+        for j, b in enumerate(state.variants)
+        if a < b
+    }
+    pair_of = attrgetter("variant_a", "variant_b")
+    tasks = state.assigned_pairs
+    codes = np.fromiter((cell.get(pair_of(t), -1) for t in tasks), np.int64, len(tasks))
+    counts = np.fromiter(tasks.values(), float, len(tasks))
+    known = codes >= 0
+    assigned = np.bincount(codes[known], counts[known], n * n).reshape(n, n)
+    assigned = assigned + assigned.T
     return np.maximum(assigned - (state.wins + state.wins.T), 0.0)
 
 
