@@ -1,0 +1,15 @@
+"""Automatic image scorers, found by name.
+
+``get_scorer(name, **options)`` builds one; ``available_scorers()`` lists them.
+Each built-in scorer lives in its own module and registers itself on import;
+the list below is the whole set of built-ins (no entry points).
+"""
+
+from __future__ import annotations
+
+from generation.scorers.base import Scorer, available_scorers, get_scorer, register_scorer
+
+# Built-in scorer modules (each registers its scorers when imported).
+from generation.scorers import fidelity  # noqa: F401  isort: skip
+
+__all__ = ["Scorer", "available_scorers", "get_scorer", "register_scorer"]
