@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test lint format install system-packages clean
+.PHONY: test lint format install system-packages clean demo
 
 test: install
 	$(PY) -m ruff check .
@@ -17,6 +17,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
+
+# Serve the demo study on http://127.0.0.1:5000 (prints the participant link and an admin password).
+demo: install
+	bash demo/serve_demo.sh
 
 system-packages: $(VENV)/.system-packages
 

@@ -100,7 +100,10 @@ def init() -> None:
     help="stimuli/manifest.csv (or the stimuli folder).",
 )
 @click.option("--spec", required=True, type=click.Path(path_type=Path), help="The study spec YAML.")
-def import_(manifest: Path, spec: Path) -> None:
+@click.option(
+    "--base-url", default="<server>", help="Where the study is served, for the printed link."
+)
+def import_(manifest: Path, spec: Path, base_url: str) -> None:
     """Create a study, or a new version of it, from a stimuli manifest and a spec."""
     from study.app import create_app
     from study.importer import import_study
@@ -119,7 +122,7 @@ def import_(manifest: Path, spec: Path) -> None:
     click.echo(
         f"  {result.n_stimuli} images, {len(result.variants)} variants, {result.n_items} items"
     )
-    click.echo(f"  participant URL: <server>/s/{result.public_key}")
+    click.echo(f"  participant URL: {base_url.rstrip('/')}/s/{result.public_key}")
 
 
 @study.command("list")

@@ -34,19 +34,24 @@ def _gunicorn(app, port: int) -> subprocess.Popen:
         cwd=REPO_ROOT, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    for _ in range(300):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
-                return process
-        except requests.RequestException:
-            time.sleep(0.05)
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode())
-    raise AssertionError("gunicorn did not start")
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
+                    return process
+            except requests.RequestException:
+                time.sleep(0.05)
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read().decode())
+        raise AssertionError("gunicorn did not start")
+    except BaseException:
+        _kill(process)
+        raise
 
 
 def _kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
 
 
