@@ -1,0 +1,195 @@
+"""One distillation step (teacher forward + student forward/backward + AdamW): time and peak memory.
+
+Runs the trainer's own ``prepare_training`` and ``training_step`` on random-weight SD3
+transformers fed synthetic latents and text embeddings (no encoders, no data on disk), for a
+pruned student with the preserved prefix frozen (PWP) and binary SGDistill weights. Variants,
+measured side by side in one run, each in a fresh subprocess (so peak memory is its own):
+
+- ``shared``: the default; the student's frozen prefix reuses the teacher's activations;
+- ``unshared``: ``--no-shared-prefix``, the student recomputes its frozen prefix;
+- ``shared+ckpt``: with gradient checkpointing.
+
+Sizes: ``small`` (the toy SD3: 8 blocks, width 32; 64 px, batch 4), ``medium`` (12 blocks,
+width 256; 128 px, batch 4), and with ``--full-size`` SD3.5-Large-Turbo from the shared
+architecture config (38 blocks, width 2432; blocks 25-28 and 31-34 removed as in the paper's
+20% cut; 1024 px = 128x128 latents, batch 1, bf16) on a CUDA GPU.
+
+    .venv/bin/python benchmarks/distill_step.py                 # small and medium on the CPU
+    .venv/bin/python benchmarks/distill_step.py --full-size     # SD3.5-Large-Turbo on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHITECTURES = REPO.parent / "shared" / "data" / "architectures"
+VARIANTS = {
+    "shared": {"shared_prefix": True},
+    "unshared": {"shared_prefix": False},
+    "shared+ckpt": {"shared_prefix": True, "gradient_checkpointing": True},
+}
+# name: (transformer spec, removed original blocks, latent side, batch, text tokens)
+SIZES = {
+    "small": ({}, [5, 6], 8, 4, 93),
+    "medium": (
+        {
+            "num_layers": 12,
+            "num_attention_heads": 4,
+            "attention_head_dim": 64,
+            "clip_hidden_size": 128,
+            "clip_projection_dim": 128,
+            "t5_d_model": 256,
+        },
+        [8, 9],
+        16,
+        4,
+        93,
+    ),
+    "full": ({}, [25, 26, 27, 28, 31, 32, 33, 34], 128, 1, 333),
+}
+
+
+def build(size: str):
+    """Teacher and pruned student transformers, with their records, in memory."""
+    import torch
+
+    from generation.adapters import get_adapter
+    from generation.model_record import record_for_transformer
+
+    spec_kw, removed, latent, batch, tokens = SIZES[size]
+    torch.manual_seed(0)
+    if size == "full":
+        from diffusers import SD3Transformer2DModel
+
+        config = json.loads((ARCHITECTURES / "stable-diffusion-3.5-large-turbo.json").read_text())
+        with torch.device("cuda"):
+            teacher = SD3Transformer2DModel.from_config(config).to(torch.bfloat16)
+    else:
+        from generation.toy_models import ToySpec, build_sd3_transformer
+
+        teacher = build_sd3_transformer(ToySpec(**spec_kw))
+    teacher.eval()
+    record = record_for_transformer(teacher)
+    student = copy.deepcopy(teacher)
+    kept = get_adapter(student).remove_blocks(removed)
+    student = student.float()
+    student_record = record.with_history("benchmark")
+    student_record.kept_blocks, student_record.removed_blocks = kept, removed
+    cfg = teacher.config
+    shapes = {
+        "latents": (batch, cfg.in_channels, latent, latent),
+        "prompt_embeds": (batch, tokens, cfg.joint_attention_dim),
+        "pooled_prompt_embeds": (batch, cfg.pooled_projection_dim),
+    }
+    return teacher, student, record, student_record, shapes
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def child(size: str, variant: str, steps: int, threads: int) -> dict:
+    import torch
+    from accelerate import Accelerator
+
+    from generation.distill.pair import make_pair
+    from generation.distill.trainer import DistillConfig, prepare_training, training_step
+
+    torch.set_num_threads(threads)
+    gpu = size == "full"
+    teacher, student, t_rec, s_rec, shapes = build(size)
+    if gpu:
+        student = student.to("cuda")
+    pair = make_pair(None, student, t_rec, s_rec, teacher_fingerprint="benchmark", teacher=teacher)
+    config = DistillConfig(
+        teacher="-", student="-", data="-", out="-", steps=steps, batch_size=shapes["latents"][0],
+        mixed_precision="bf16" if gpu else "no", **VARIANTS[variant],
+    )  # fmt: skip
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+    )
+    trainee = prepare_training(pair, config, accelerator)
+    g = torch.Generator().manual_seed(0)
+    batch = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    params = {
+        "teacher": sum(p.numel() for p in teacher.parameters()),
+        "student": sum(p.numel() for p in student.parameters()),
+        "trainable": sum(p.numel() for p in trainee.trainable),
+    }
+    base = rss_mb()
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    times = []
+    with trainee:
+        for i in range(steps + 2):
+            start = time.perf_counter()
+            terms = training_step(trainee, batch, torch.Generator().manual_seed(i))
+            if gpu:
+                torch.cuda.synchronize()
+            if i >= 2:  # the first steps allocate AdamW's state and warm caches
+                times.append(time.perf_counter() - start)
+    if gpu:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "size": size, "variant": variant, "params": params, "step_ms": 1000 * statistics.median(times),
+        "base_mb": base, "peak_mb": peak, "shared_prefix_blocks": trainee.shared_prefix_length,
+        "loss": terms["total"],
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps", type=int, default=10, help="timed steps per variant (after 2 warm-up steps)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (CPU sizes)")
+    parser.add_argument(
+        "--full-size", action="store_true", help="SD3.5-Large-Turbo on a CUDA GPU instead"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child, args.steps, args.threads)))
+        return
+    sizes = ["full"] if args.full_size else ["small", "medium"]
+    rows = []
+    for size in sizes:
+        for variant in VARIANTS:
+            cmd = [sys.executable, __file__, "--child", size, variant, "--steps", str(args.steps),
+                   "--threads", str(args.threads)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            if out.returncode:
+                sys.exit(f"{size}/{variant} failed:\n{out.stderr[-3000:]}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"  measured {size}/{variant}", file=sys.stderr)
+    memory = "GPU max allocated" if args.full_size else "process peak RSS"
+    print(
+        f"| size | teacher / student / trainable params | variant | step ms (median) | vs unshared | {memory} MB (models alone) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ref = next(r for r in rows if r["size"] == row["size"] and r["variant"] == "unshared")
+        p = row["params"]
+        print(
+            f"| {row['size']} | {p['teacher'] / 1e6:.2f}M / {p['student'] / 1e6:.2f}M / {p['trainable'] / 1e6:.2f}M "
+            f"| {row['variant']} (prefix {row['shared_prefix_blocks']}) | {row['step_ms']:.1f} "
+            f"| {row['step_ms'] / ref['step_ms']:.2f}x | {row['peak_mb']:.0f} ({row['base_mb']:.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
