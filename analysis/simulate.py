@@ -79,11 +79,23 @@ def _participant_ids(n: int) -> list[str]:
     return [f"p{i:04d}" for i in range(n)]
 
 
-def simulate_pairs(
+@dataclass(frozen=True)
+class SimulatedPairs:
+    """A simulated pairwise study as (participants x trials) code arrays."""
+
+    left: np.ndarray  # variant index shown left
+    right: np.ndarray
+    outcome: np.ndarray  # 0 left, 1 right, 2 tie (analysis.comparisons codes)
+    prompt: np.ndarray
+    rt_ms: np.ndarray
+    is_spammer: np.ndarray  # (participants,)
+
+
+def simulate_pair_arrays(
     design: PairDesign,
     true_scores: Sequence[float],
+    rng: np.random.Generator,
     *,
-    seed: int | np.random.Generator = 0,
     link: str = "logit",
     position: float = 0.0,
     tie_log_nu: float | None = None,
@@ -91,11 +103,8 @@ def simulate_pairs(
     prompt_sd: float = 0.0,
     lapse: float = 0.0,
     spammers: float = 0.0,
-    attention_trials: int = 0,
-    study: str = "sim",
-) -> pd.DataFrame:
-    """Responses-export rows of a simulated pairwise study (pair and attention trials)."""
-    rng = np.random.default_rng(seed)
+) -> SimulatedPairs:
+    """The trials and answers of simulated participants (see the module docstring)."""
     scores = np.asarray(true_scores, float)
     k = len(design.variants)
     if len(scores) != k:
@@ -134,10 +143,29 @@ def simulate_pairs(
     p_left = np.where(random_answer, 0.5, p_left)
     p_tie = np.where(random_answer, 0.0, p_tie)
     u = rng.random((p_n, t_n))
-    choice = np.where(u < p_left, "left", np.where(u < p_left + p_tie, "tie", "right"))
+    outcome = np.where(u < p_left, 0, np.where(u < p_left + p_tie, 2, 1))
     rt = np.exp(rng.normal(np.log(2500), 0.4, (p_n, t_n)))
     rt = np.where(is_spammer[:, None], np.exp(rng.normal(np.log(350), 0.2, (p_n, t_n))), rt)
+    return SimulatedPairs(left, right, outcome, prompt, rt, is_spammer)
 
+
+def simulate_pairs(
+    design: PairDesign,
+    true_scores: Sequence[float],
+    *,
+    seed: int | np.random.Generator = 0,
+    attention_trials: int = 0,
+    study: str = "sim",
+    **behaviour,
+) -> pd.DataFrame:
+    """Responses-export rows of a simulated pairwise study (pair and attention trials).
+
+    ``behaviour``: link, position, tie_log_nu, participant_sd, prompt_sd, lapse, spammers
+    (see ``simulate_pair_arrays``).
+    """
+    rng = np.random.default_rng(seed)
+    sim = simulate_pair_arrays(design, true_scores, rng, **behaviour)
+    p_n, t_n = design.n_participants, design.trials_per_participant
     names = np.array(design.variants, dtype=object)
     prompt_ids = np.array([f"prompt{i:03d}" for i in range(design.n_prompts)], dtype=object)
     participants = np.array(_participant_ids(p_n), dtype=object)
@@ -148,12 +176,12 @@ def simulate_pairs(
             "trial_index": np.tile(np.arange(t_n), p_n),
             "kind": "pair",
             "criterion": design.criterion,
-            "prompt_id": prompt_ids[prompt.ravel()],
-            "left_variant": names[left.ravel()],
-            "right_variant": names[right.ravel()],
-            "choice": choice.ravel(),
+            "prompt_id": prompt_ids[sim.prompt.ravel()],
+            "left_variant": names[sim.left.ravel()],
+            "right_variant": names[sim.right.ravel()],
+            "choice": np.array(["left", "right", "tie"], dtype=object)[sim.outcome.ravel()],
             "rating": np.nan,
-            "rt_ms": np.round(rt.ravel()),
+            "rt_ms": np.round(sim.rt_ms.ravel()),
             "passed_checks": True,
         }
     )
@@ -165,7 +193,10 @@ def simulate_pairs(
     ]
     if attention_trials:
         frame = pd.concat(
-            [frame, _attention_rows(participants, is_spammer, attention_trials, t_n, rng, study)],
+            [
+                frame,
+                _attention_rows(participants, sim.is_spammer, attention_trials, t_n, rng, study),
+            ],
             ignore_index=True,
         )
     return _finish(frame)

@@ -17,9 +17,15 @@ from hprune import __version__
 # name -> "module:attribute" of a click command. Add a line only when the command works.
 COMMANDS: dict[str, str] = {
     "render": "hprune.commands.render:render",
+    "score": "hprune.commands.score:score",
+    "import-metrics": "hprune.commands.import_metrics:import_metrics",
     "toy-model": "hprune.commands.toy_model:toy_model",
     "mini": "hprune.commands.mini:mini",
     "study": "hprune.commands.study:study",
+    "quantize": "hprune.commands.quantize:quantize",
+    "profile": "hprune.commands.profile:profile",
+    "analyze": "hprune.commands.analyze:analyze",
+    "power": "hprune.commands.power:power",
 }
 
 

@@ -39,3 +39,14 @@ def test_bootstrap_tests_and_matrix() -> None:
     assert np.isnan(m.loc["x", "x"]) and m.loc["z", "x"] == m.loc["x", "z"]
     with pytest.raises(ValueError):
         pairwise_tests(["x"], np.zeros(1))
+
+
+def test_adjustments_equal_statsmodels_on_random_pvalues() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for _ in range(4):  # statsmodels' multipletests runs gc.collect() on every call
+        p = rng.random(rng.integers(1, 30)) ** 3
+        p[rng.random(len(p)) < 0.2] = p[0]  # ties
+        for ours, theirs in (("holm", "holm"), ("bh", "fdr_bh"), ("bonferroni", "bonferroni")):
+            assert adjust_pvalues(p, ours) == pytest.approx(multipletests(p, method=theirs)[1])

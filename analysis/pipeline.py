@@ -1,0 +1,510 @@
+"""The whole analysis of one study, from checked responses to the tables of the report.
+
+``run_analysis`` does, in order:
+1. quality control of every participant and the exclusion filter (``analysis.qc``);
+2. for the responses after exclusions (primary) and, when anybody was excluded, for all
+   responses: per criterion, Bradley-Terry (position effect, Davidson ties) with Hessian
+   and cluster-bootstrap intervals, Thurstone JOD, rank intervals, the pairwise
+   significance matrix, win-rate and count matrices, the mixed logit, per-category fits;
+   and, for rating trials, MOS tables, the paper's perceived degradation and the MixedLM;
+3. humans against metrics when metrics.csv files are given.
+
+Problems that make a number meaningless stop the run with a UserError; problems that only
+limit it (one participant, a criterion without a finite MLE while others have one,
+metrics for other variants) become labelled warnings that the report shows first.
+Everything random comes from one seed, so the tables are the same on every run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import (
+    BootstrapDraws,
+    BootstrapPlan,
+    bootstrap_paired,
+    make_plan,
+    trial_cells,
+)
+from analysis.bradley_terry import bradley_terry_model, tie_probability_at_equal_scores
+from analysis.comparisons import LEFT, RIGHT, TIE, from_pairs
+from analysis.estimation import PairedFit
+from analysis.metrics_agreement import degradation_by_metric, item_agreement, system_agreement
+from analysis.mixed_logit import MixedLogitResult, mixed_logit
+from analysis.mos import (
+    add_bootstrap_intervals,
+    degradation_table,
+    mos_mixed_model,
+    mos_table,
+    rating_trials,
+)
+from analysis.qc import QCOptions, QCResult, apply_exclusions, run_qc
+from analysis.significance import pairwise_tests, significance_matrix
+from analysis.thurstone import thurstone_model
+from hprune.errors import UserError
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Everything that changes a number in the report (printed in it, for reproduction)."""
+
+    reference: str | None = None  # scores relative to it; MOS/metric degradation need it
+    ties: str = "auto"  # auto (Davidson when there are ties), davidson, half, drop
+    position: bool = True  # the left/right covariate
+    prior: float = 0.0  # explicit L2 prior on BT scores (0: maximum likelihood)
+    rounds: int = 1000  # cluster-bootstrap rounds (0: Hessian intervals only)
+    bootstrap_prompts: bool = False  # two-way bootstrap (participants x prompts)
+    seed: int = 0
+    workers: int | None = None  # bootstrap processes (None: all available cores)
+    level: float = 0.95
+    correction: str = "holm"  # holm, bh, bonferroni, none
+    mixed_models: bool = True
+    exclusions: bool = True
+    qc: QCOptions = field(default_factory=QCOptions)
+    known_variants: tuple[str, ...] | None = None
+    progress: bool = False
+
+
+@dataclass
+class CriterionResult:
+    criterion: str
+    scores: pd.DataFrame
+    bt: PairedFit
+    thurstone: PairedFit
+    draws: BootstrapDraws | None
+    tests: pd.DataFrame
+    significance: pd.DataFrame
+    win_rate: pd.DataFrame
+    counts: pd.DataFrame
+    parameters: pd.DataFrame
+    mixed: MixedLogitResult | None = None
+    categories: pd.DataFrame | None = None
+
+
+@dataclass
+class DatasetResult:
+    label: str
+    n_participants: int
+    n_trials: int
+    pairs: dict[str, CriterionResult] = field(default_factory=dict)
+    mos: pd.DataFrame | None = None
+    degradation: pd.DataFrame | None = None
+    mos_mixed: dict[str, pd.DataFrame] = field(default_factory=dict)
+    mos_components: dict[str, dict] = field(default_factory=dict)
+    plan: BootstrapPlan | None = None
+
+
+@dataclass
+class AnalysisResult:
+    options: AnalysisOptions
+    summary: pd.DataFrame
+    qc: QCResult
+    primary: DatasetResult
+    all_data: DatasetResult | None
+    metrics_system: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics_items: pd.DataFrame | None = None
+    metrics_degradation: pd.DataFrame | None = None
+    metrics: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+    provenance: pd.DataFrame | None = None
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a criterion or category name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "unnamed"
+
+
+# ------------------------------------------------------------------- checks
+
+
+def check_variants(responses: pd.DataFrame, known: tuple[str, ...] | None) -> list[str]:
+    """The variants the responses compare or rate; UserError for unknown or too few."""
+    answered = responses[responses["kind"].isin(["pair", "rating"])]
+    names = set(answered["left_variant"].dropna().astype(str))
+    names |= set(answered.loc[answered["kind"] == "pair", "right_variant"].dropna().astype(str))
+    if known is not None:
+        unknown = sorted(names - set(known))
+        if unknown:
+            raise UserError(
+                f"the responses refer to unknown variant(s) {', '.join(unknown)} "
+                f"(known: {', '.join(known)})"
+            )
+    if not names:
+        raise UserError("the responses contain no answered pair or rating trials")
+    if len(names) < 2:
+        raise UserError(
+            f"the responses name only one variant ({next(iter(names))}): nothing to compare"
+        )
+    return sorted(names)
+
+
+# ------------------------------------------------------------ pairwise parts
+
+
+def _matrices(fit_items, comparisons) -> tuple[pd.DataFrame, pd.DataFrame]:
+    wins = comparisons.wins_matrix()
+    counts = comparisons.count_matrix()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(counts > 0, wins / counts, np.nan)
+    items = list(fit_items)
+    return pd.DataFrame(rate, index=items, columns=items), pd.DataFrame(
+        counts, index=items, columns=items
+    )
+
+
+def _parameters(bt: PairedFit, comparisons) -> pd.DataFrame:
+    rows = [("comparisons", comparisons.n_comparisons, np.nan)]
+    c = comparisons.counts
+    rows.append(("tie share", c[:, TIE].sum() / c.sum(), np.nan))
+    rows.append(("left chosen (of decided)", c[:, LEFT].sum() / max(c[:, :2].sum(), 1), np.nan))
+    if bt.has_param("position"):
+        est, se = bt.param("position")
+        rows.append(("position effect gamma (logit, + = left preferred)", est, se))
+    if bt.has_param("tie_log_nu"):
+        est, se = bt.param("tie_log_nu")
+        rows.append(("Davidson log nu", est, se))
+        rows.append(("P(tie) for equal variants", tie_probability_at_equal_scores(bt), np.nan))
+    rows.append(("log-likelihood", bt.loglik, np.nan))
+    rows.append(("L2 prior", bt.prior, np.nan))
+    return pd.DataFrame(rows, columns=["parameter", "estimate", "se"])
+
+
+def _score_table(
+    bt: PairedFit,
+    jod: PairedFit,
+    draws: BootstrapDraws | None,
+    jod_draws: BootstrapDraws | None,
+    comparisons,
+    level: float,
+) -> pd.DataFrame:
+    k = bt.n_items
+    table = bt.to_frame(level).rename(
+        columns={"score": "bt_score", "se": "bt_se", "ci_low": "wald_low", "ci_high": "wald_high"}
+    )
+    c = comparisons.counts
+    n = np.bincount(comparisons.left, c.sum(1), k) + np.bincount(comparisons.right, c.sum(1), k)
+    wins = np.bincount(comparisons.left, c[:, LEFT] + 0.5 * c[:, TIE], k) + np.bincount(
+        comparisons.right, c[:, RIGHT] + 0.5 * c[:, TIE], k
+    )
+    table["n_comparisons"] = n.astype(int)
+    table["win_rate"] = wins / np.maximum(n, 1)
+    if draws is not None:
+        scores = draws.columns(k)
+        table["boot_low"], table["boot_high"] = scores.percentile(level)
+        table["simul_low"], table["simul_high"] = scores.simultaneous(level)
+        table["rank_low"], table["rank_high"], table["p_best"] = scores.ranks(level)
+    order = np.argsort(-bt.scores, kind="stable")
+    ranks = np.empty(k, int)
+    ranks[order] = np.arange(1, k + 1)
+    table["rank"] = ranks
+    table["jod"] = jod.scores
+    table["jod_se"] = jod.se[:k]
+    if jod_draws is not None:
+        table["jod_low"], table["jod_high"] = jod_draws.columns(k).percentile(level)
+    else:
+        table["jod_low"], table["jod_high"] = (a[:k] for a in jod.wald_interval(level))
+    return table.sort_values("rank").reset_index(drop=True)
+
+
+def analyse_pairs(
+    pairs: pd.DataFrame,
+    criterion: str,
+    options: AnalysisOptions,
+    plan: BootstrapPlan | None,
+    categories: dict[str, str] | None,
+    warnings: list[str],
+    *,
+    label: str,
+    mixed: bool,
+) -> CriterionResult:
+    """Every pairwise statistic of one criterion."""
+    comparisons, row, outcome = from_pairs(pairs)
+    reference = options.reference if options.reference in comparisons.items else None
+    if options.reference is not None and reference is None:
+        warnings.append(
+            f"[{label}/{criterion}] reference {options.reference!r} is not compared in this "
+            "criterion: scores are sum-zero"
+        )
+    bt_model = bradley_terry_model(
+        comparisons,
+        ties=options.ties,  # type: ignore[arg-type]
+        position=options.position,
+        prior=options.prior,
+        reference=reference,
+    )
+    bt = bt_model.fit()
+    jod_ties = "drop" if options.ties == "drop" else "half"
+    jod_model = thurstone_model(
+        comparisons, ties=jod_ties, position=options.position, prior=options.prior,
+        reference=reference,
+    )  # fmt: skip
+    jod = jod_model.fit()
+    draws = jod_draws = None
+    if plan is not None:
+        cells = trial_cells(
+            row,
+            outcome,
+            len(comparisons.left),
+            plan.participant_codes(pairs["participant"].astype(str)),
+            plan.prompt_codes(pairs["prompt_id"].astype(str)),
+        )
+        draws = bootstrap_paired(
+            bt_model, cells, plan, bt.params, workers=options.workers, progress=options.progress
+        )
+        jod_draws = bootstrap_paired(jod_model, cells, plan, jod.params, workers=options.workers)
+        failed = draws.n_failed
+        if failed:
+            warnings.append(
+                f"[{label}/{criterion}] {failed} of {draws.rounds} bootstrap rounds resampled a "
+                "design without finite scores and were left out: intervals may be too narrow"
+            )
+    k = bt.n_items
+    if draws is not None and draws.rounds - draws.n_failed >= 20:
+        tests = pairwise_tests(
+            bt.items, bt.scores, draws=draws.draws[:, :k], correction=options.correction,
+            alpha=1 - options.level,
+        )  # fmt: skip
+    else:
+        tests = pairwise_tests(
+            bt.items, bt.scores, cov=bt.score_cov, correction=options.correction,
+            alpha=1 - options.level,
+        )  # fmt: skip
+    win_rate, counts = _matrices(bt.items, comparisons)
+    result = CriterionResult(
+        criterion=criterion,
+        scores=_score_table(bt, jod, draws, jod_draws, comparisons, options.level),
+        bt=bt,
+        thurstone=jod,
+        draws=draws,
+        tests=tests,
+        significance=significance_matrix(tests, bt.items),
+        win_rate=win_rate,
+        counts=counts,
+        parameters=_parameters(bt, comparisons),
+    )
+    if mixed and pairs["participant"].nunique() > 1:
+        ref = reference or bt.items[int(np.argmax(bt.scores))]
+        try:
+            result.mixed = mixed_logit(pairs, ref, level=options.level)
+        except UserError as exc:
+            warnings.append(f"[{label}/{criterion}] mixed logit not fitted: {exc}")
+    if categories:
+        result.categories = _category_fits(pairs, categories, options, warnings, label, criterion)
+    return result
+
+
+def _category_fits(pairs, categories, options, warnings, label, criterion) -> pd.DataFrame:
+    """Bradley-Terry per prompt category (Hessian intervals)."""
+    category = pairs["prompt_id"].astype(str).map(categories).fillna("")
+    frames = []
+    for name in sorted(c for c in category.unique() if c):
+        subset = pairs[category == name]
+        try:
+            comparisons, _, _ = from_pairs(subset)
+            fit = bradley_terry_model(
+                comparisons, ties=options.ties, position=options.position, prior=options.prior,
+                reference=options.reference if options.reference in comparisons.items else None,
+            ).fit()  # fmt: skip
+        except UserError as exc:
+            warnings.append(f"[{label}/{criterion}] category {name!r} not fitted: {exc}")
+            continue
+        frames.append(fit.to_frame(options.level).assign(category=name, n=len(subset)))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    return table[["category", "variant", "score", "se", "ci_low", "ci_high", "n"]]
+
+
+# --------------------------------------------------------------- datasets
+
+
+def analyse_dataset(
+    responses: pd.DataFrame,
+    options: AnalysisOptions,
+    categories: dict[str, str] | None,
+    warnings: list[str],
+    *,
+    label: str,
+    full: bool,
+) -> DatasetResult:
+    """Pairwise and MOS statistics of one version of the data (all, or after exclusions)."""
+    answered = responses[responses["kind"].isin(["pair", "rating"])]
+    people = sorted(answered["participant"].astype(str).unique())
+    result = DatasetResult(label, len(people), len(answered))
+    plan = None
+    if options.rounds > 0 and len(people) >= 2:
+        prompts = answered["prompt_id"].astype(str) if options.bootstrap_prompts else None
+        plan = make_plan(people, rounds=options.rounds, seed=options.seed, prompts=prompts)
+        result.plan = plan
+    elif options.rounds > 0:
+        warnings.append(
+            f"[{label}] one participant: the cluster bootstrap cannot resample participants; "
+            "intervals are Hessian (Wald) intervals that treat every trial as independent"
+        )
+    pairs = answered[answered["kind"] == "pair"]
+    errors = []
+    for criterion in sorted(pairs["criterion"].astype(str).unique()):
+        subset = pairs[pairs["criterion"].astype(str) == criterion]
+        try:
+            result.pairs[criterion] = analyse_pairs(
+                subset, criterion, options, plan, categories, warnings,
+                label=label, mixed=full and options.mixed_models,
+            )  # fmt: skip
+        except UserError as exc:
+            errors.append(f"criterion {criterion!r}: {exc.message}")
+    if errors and not result.pairs:
+        raise UserError("; ".join(errors))
+    warnings.extend(f"[{label}] pairwise scores not fitted for {e}" for e in errors)
+
+    ratings_rows = answered[answered["kind"] == "rating"]
+    if not ratings_rows.empty:
+        ratings = rating_trials(ratings_rows)
+        table = mos_table(ratings, level=options.level)
+        if plan is not None:
+            table = add_bootstrap_intervals(table, ratings, plan, level=options.level)
+        result.mos = table
+        if options.reference is not None and options.reference in set(ratings["variant"]):
+            result.degradation = degradation_table(
+                ratings, options.reference, plan=plan, level=options.level
+            )
+        elif full:
+            warnings.append(
+                f"[{label}] no reference variant among the rated ones: perceived degradation "
+                "not computed (pass --reference)"
+            )
+        if full and options.mixed_models:
+            for criterion in sorted(ratings["criterion"].unique()):
+                subset = ratings[ratings["criterion"] == criterion]
+                ref = options.reference
+                if ref not in set(subset["variant"]):
+                    ref = subset.groupby("variant")["rating"].mean().idxmax()
+                try:
+                    effects, components = mos_mixed_model(subset, ref, level=options.level)
+                except UserError as exc:
+                    warnings.append(f"[{label}/{criterion}] MOS mixed model not fitted: {exc}")
+                    continue
+                result.mos_mixed[criterion] = effects
+                result.mos_components[criterion] = components
+    return result
+
+
+def _summary(responses: pd.DataFrame, qc: QCResult, variants: list[str]) -> pd.DataFrame:
+    kinds = responses["kind"].value_counts()
+    rows = [
+        ("participants", responses["participant"].nunique()),
+        ("participants excluded", len(qc.excluded)),
+        ("variants", len(variants)),
+        ("pair trials", int(kinds.get("pair", 0))),
+        ("rating trials", int(kinds.get("rating", 0))),
+        ("attention trials", int(kinds.get("attention", 0))),
+        ("practice trials (not analysed)", int(kinds.get("practice", 0))),
+        (
+            "prompts",
+            responses.loc[responses["kind"].isin(["pair", "rating"]), "prompt_id"].nunique(),
+        ),
+        (
+            "criteria",
+            ", ".join(
+                sorted(
+                    responses.loc[responses["kind"].isin(["pair", "rating"]), "criterion"]
+                    .astype(str)
+                    .unique()
+                )
+            ),
+        ),
+    ]
+    if "participant_outcome" in responses:
+        outcomes = responses.drop_duplicates("participant")["participant_outcome"].fillna(
+            "unfinished"
+        )
+        for outcome, n in sorted(outcomes.astype(str).value_counts().items()):
+            rows.append((f"participants {outcome}", int(n)))
+    return pd.DataFrame(rows, columns=["item", "value"]).astype({"value": str})
+
+
+def run_analysis(
+    responses: pd.DataFrame,
+    options: AnalysisOptions,
+    *,
+    metrics: pd.DataFrame | None = None,
+    categories: dict[str, str] | None = None,
+    provenance: pd.DataFrame | None = None,
+) -> AnalysisResult:
+    """Quality control, the statistics with and without exclusions, and humans vs metrics."""
+    warnings: list[str] = []
+    variants = check_variants(responses, options.known_variants)
+    if options.reference is not None and options.reference not in variants:
+        raise UserError(
+            f"reference variant {options.reference!r} does not occur in the responses "
+            f"(variants: {', '.join(variants)})"
+        )
+    qc = run_qc(responses, options.qc)
+    warnings.extend(f"[quality control] {note}" for note in qc.notes)
+    kept = apply_exclusions(responses, qc) if options.exclusions else responses
+    if kept[kept["kind"].isin(["pair", "rating"])].empty:
+        warnings.append("every participant was excluded: the results below use all responses")
+        kept = responses
+    excluded_any = len(kept) != len(responses)
+    primary = analyse_dataset(
+        kept, options, categories, warnings,
+        label="after exclusions" if excluded_any else "all responses", full=True,
+    )  # fmt: skip
+    all_data = None
+    if excluded_any:
+        all_data = analyse_dataset(
+            responses, options, None, warnings, label="all responses", full=False
+        )
+    result = AnalysisResult(options, _summary(responses, qc, variants), qc, primary, all_data)
+    result.provenance = provenance
+    if metrics is not None and not metrics.empty:
+        _metrics_part(result, kept, metrics, variants, warnings)
+    result.warnings = warnings
+    return result
+
+
+def _metrics_part(result, kept, metrics, variants, warnings) -> None:
+    result.metrics = metrics
+    metric_variants = set(metrics["variant"].astype(str))
+    missing = sorted(set(variants) - metric_variants)
+    extra = sorted(metric_variants - set(variants))
+    if missing:
+        warnings.append(f"[metrics] no metric values for variant(s) {', '.join(missing)}")
+    if extra:
+        warnings.append(
+            f"[metrics] metric values for variant(s) the responses never show: {', '.join(extra)} "
+            "(left out of the correlations)"
+        )
+    for criterion, part in result.primary.pairs.items():
+        human = part.scores.set_index("variant")["bt_score"]
+        plan = result.primary.plan
+        draws = None
+        if part.draws is not None:
+            order = [list(part.bt.items).index(v) for v in human.index]
+            draws = part.draws.draws[:, order]
+        result.metrics_system[criterion] = system_agreement(
+            human, metrics[metrics["variant"].isin(human.index)], human_draws=draws, plan=plan,
+            level=result.options.level,
+        )  # fmt: skip
+    pairs = kept[kept["kind"] == "pair"]
+    if not pairs.empty:
+        items = item_agreement(pairs, metrics)
+        if items.empty or (items["items"] == 0).all():
+            warnings.append(
+                "[metrics] no compared image pair has metric values for both images "
+                "(image ids in the responses and metrics.csv do not match)"
+            )
+        result.metrics_items = items
+    if result.options.reference is not None and result.options.reference in metric_variants:
+        result.metrics_degradation = degradation_by_metric(metrics, result.options.reference)
+
+
+def read_categories(stimuli_dir: str | Path) -> dict[str, str]:
+    """prompt_id -> category from a stimulus folder's manifest.csv."""
+    from generation.manifest import read_manifest
+
+    return {row.prompt_id: row.category for row in read_manifest(stimuli_dir) if row.category}

@@ -1,0 +1,222 @@
+"""``hprune analyze``: the statistics of a human study and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _csv_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@click.command("analyze")
+@click.option(
+    "--responses",
+    "source",
+    required=True,
+    help="The responses export: responses.csv/.parquet, the export folder, a pwcmp CSV, or a "
+    "study database URL (sqlite:///study.db, postgresql+psycopg://...).",
+)
+@click.option(
+    "--metrics",
+    "metrics_files",
+    multiple=True,
+    type=click.Path(),
+    help="metrics.csv from 'hprune score' or an importer (repeat for several files).",
+)
+@click.option(
+    "--stimuli",
+    type=click.Path(),
+    default=None,
+    help="The stimulus folder (manifest.csv): checks that images and variants match, gives "
+    "prompt categories (per-category fits) and the default reference variant.",
+)
+@click.option("--out", required=True, type=click.Path(), help="Report folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report folder.")
+@click.option("--study", default=None, help="Which study, when the source holds several.")
+@click.option(
+    "--reference",
+    default=None,
+    help="Reference variant (e.g. the original): scores relative to it, MOS and metric "
+    "degradation against it. Default: the stimuli's reference, else sum-zero scores.",
+)
+@click.option("--variants", default=None, help="Comma list of known variants; others are an error.")
+@click.option(
+    "--ties",
+    type=click.Choice(["auto", "davidson", "half", "drop"]),
+    default="auto",
+    show_default=True,
+    help="Ties: Davidson's model when present (auto), split half and half, or dropped.",
+)
+@click.option(
+    "--position/--no-position", default=True, show_default=True, help="Left/right covariate."
+)
+@click.option(
+    "--prior",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="L2 prior precision on BT scores (0 = maximum likelihood).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Cluster-bootstrap rounds (0 = Hessian intervals only).",
+)
+@click.option("--bootstrap-prompts", is_flag=True, help="Resample prompts as well as participants.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Bootstrap processes [default: all available cores].",
+)
+@click.option(
+    "--level",
+    type=click.FloatRange(0.5, 0.999),
+    default=0.95,
+    show_default=True,
+    help="Interval level.",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bh", "bonferroni", "none"]),
+    default="holm",
+    show_default=True,
+    help="Multiplicity correction of the pairwise tests.",
+)
+@click.option(
+    "--mixed-models/--no-mixed-models",
+    default=True,
+    show_default=True,
+    help="Fit the mixed logit and the MOS mixed model (slowest part on large studies).",
+)
+@click.option(
+    "--exclusions/--no-exclusions",
+    default=True,
+    show_default=True,
+    help="Exclude participants who fail quality control (the report shows both versions).",
+)
+@click.option(
+    "--min-rt-ms",
+    type=float,
+    default=400.0,
+    show_default=True,
+    help="Answers faster than this are too fast.",
+)
+@click.option(
+    "--max-fast-fraction",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Exclude above this share of too-fast answers.",
+)
+@click.option(
+    "--max-attention-failures",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Exclude above this many failed attention checks.",
+)
+@click.option(
+    "--outlier-z",
+    type=float,
+    default=-3.0,
+    show_default=True,
+    help="Exclude below this leave-one-out robust z.",
+)
+@click.option(
+    "--exclude-position-bias", is_flag=True, help="Also exclude significant position bias."
+)
+@click.option(
+    "--max-circular-fraction",
+    type=float,
+    default=None,
+    help="Also exclude above this share of circular triads.",
+)
+@click.option(
+    "--min-consistency",
+    type=float,
+    default=None,
+    help="Also exclude below this repeated-pair consistency.",
+)
+@click.option("--title", default="Human study analysis", show_default=True, help="Report title.")
+def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, variants, ties,
+            position, prior, rounds, bootstrap_prompts, seed, workers, level, correction,
+            mixed_models, exclusions, min_rt_ms, max_fast_fraction, max_attention_failures,
+            outlier_z, exclude_position_bias, max_circular_fraction, min_consistency,
+            title) -> None:  # fmt: skip
+    """Fit Bradley-Terry, Thurstone and MOS models with honest uncertainty, check quality,
+    set humans against metrics, and write report/ (HTML, PNG, CSV, Parquet)."""
+    from analysis.data import read_responses
+    from analysis.metrics_agreement import load_metrics
+    from analysis.pipeline import AnalysisOptions, run_analysis
+    from analysis.provenance import check_against_stimuli, inputs_table
+    from analysis.qc import QCOptions
+    from analysis.report import write_report
+    from hprune.errors import UserError
+
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
+    responses = read_responses(source, study=study)
+    metrics = load_metrics(metrics_files) if metrics_files else None
+    categories, known = None, _csv_list(variants)
+    if stimuli is not None:
+        categories, stimulus_variants, stimulus_reference = check_against_stimuli(
+            responses, stimuli
+        )
+        known = known or stimulus_variants
+        reference = reference or stimulus_reference
+    options = AnalysisOptions(
+        reference=reference,
+        ties=ties,
+        position=position,
+        prior=prior,
+        rounds=rounds,
+        bootstrap_prompts=bootstrap_prompts,
+        seed=seed,
+        workers=workers,
+        level=level,
+        correction=correction,
+        mixed_models=mixed_models,
+        exclusions=exclusions,
+        qc=QCOptions(
+            min_rt_ms=min_rt_ms,
+            max_fast_fraction=max_fast_fraction,
+            max_attention_failures=max_attention_failures,
+            outlier_z=outlier_z,
+            exclude_position_bias=exclude_position_bias,
+            max_circular_fraction=max_circular_fraction,
+            min_consistency=min_consistency,
+        ),
+        known_variants=known,
+        progress=True,
+    )
+    result = run_analysis(
+        responses,
+        options,
+        metrics=metrics,
+        categories=categories,
+        provenance=inputs_table(source, metrics_files, stimuli),
+    )
+    path = write_report(result, out, overwrite=overwrite, title=title)
+    for criterion, part in result.primary.pairs.items():
+        ranking = ", ".join(
+            f"{row.variant} {row.bt_score:+.2f}" for row in part.scores.itertuples(index=False)
+        )
+        click.echo(f"{criterion}: {ranking}")
+    if result.primary.degradation is not None:
+        for row in result.primary.degradation.itertuples(index=False):
+            click.echo(
+                f"{row.criterion}: perceived degradation of {row.variant} {100 * row.degradation:.1f}%"
+            )
+    click.echo(f"excluded {len(result.qc.excluded)} of {len(result.qc.participants)} participants")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"report: {path}")
