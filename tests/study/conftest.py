@@ -239,6 +239,16 @@ def participant(app, make_study):
     return factory
 
 
+def run_cli(*args: str):
+    """``hprune`` in-process; the environment variables the study group sets are restored."""
+    from click.testing import CliRunner
+
+    from hprune.cli import main
+
+    keep = {k: os.environ.get(k) for k in ("DATABASE_URL", "HPRUNE_INSTANCE")}
+    return CliRunner().invoke(main, list(args), env=keep)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,15 +8,13 @@ import zipfile
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from analysis.data import read_responses
-from hprune.cli import main
 from study.admins import set_admin_password
 from study.app import create_app
 from study.export import COLUMNS, export_responses, write_export
 from tests.study.conftest import Participant as Client
-from tests.study.conftest import run_through
+from tests.study.conftest import run_cli, run_through
 
 
 def _csrf(html: str) -> str:
@@ -90,8 +88,8 @@ def test_export_follows_the_contract_and_analysis_reads_it(app, make_study, tmp_
     from_parquet = pd.read_parquet(paths["responses.parquet"])
     assert list(from_csv.columns) == COLUMNS and len(from_parquet) == len(frame)
     assert read_responses(url, study=study.name)["participant"].nunique() == 2
-    result = CliRunner().invoke(
-        main, ["study", "--db", url, "export", "--study", "nope", "--out", str(tmp_path / "x")]
+    result = run_cli(
+        "study", "--db", url, "export", "--study", "nope", "--out", str(tmp_path / "x")
     )
     assert result.exit_code == 2 and "no study named 'nope'" in result.output
 

@@ -50,7 +50,7 @@ def test_gold_trials_answered_correctly_complete_the_study(participant, app):
 
 
 def test_reopening_the_link_resumes_at_the_same_trial(participant, app):
-    p, study = participant()
+    p, study = participant(attention={"broken": 1, "repeat": 1, "max_failures": 3})
     body = p.start(pid="PID-resume")
     rng = np.random.default_rng(1)
     for _ in range(3):

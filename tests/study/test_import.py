@@ -7,16 +7,14 @@ import shutil
 import zlib
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
 from generation.manifest import read_manifest, sha256_file, write_manifest
-from hprune.cli import main
 from hprune.errors import UserError
 from study.importer import import_study
 from study.models import Answer, Stimulus, Study, StudyVersion, Trial
 from study.spec import parse_spec
-from tests.study.conftest import BASE_SPEC, make_stimuli, run_through
+from tests.study.conftest import BASE_SPEC, make_stimuli, run_cli, run_through
 
 
 @pytest.mark.parametrize(
@@ -137,12 +135,11 @@ def test_cli_import_reports_bad_input_in_one_line(tmp_path):
     folder = make_stimuli(tmp_path / "stim", prompts=["a", "b"])
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: cli\nkind: pair\ntrials_per_criterion: 2\n")
-    runner = CliRunner()
-    base = ["study", "--instance", str(tmp_path / "inst")]
-    result = runner.invoke(main, [*base, "import", "--manifest", str(folder), "--spec", str(spec)])
+    base = ["study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{tmp_path / 'db'}"]
+    result = run_cli(*base, "import", "--manifest", str(folder), "--spec", str(spec))
     assert result.exit_code == 2 and "hprune study init" in result.output
-    assert runner.invoke(main, [*base, "init"]).exit_code == 0
+    assert run_cli(*base, "init").exit_code == 0
     spec.write_text("name: cli\nkind: pair\ntrials_per_criterion: [\n")
-    result = runner.invoke(main, [*base, "import", "--manifest", str(folder), "--spec", str(spec)])
+    result = run_cli(*base, "import", "--manifest", str(folder), "--spec", str(spec))
     assert result.exit_code == 2 and "not valid YAML" in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from hprune.cli import main
 from study.db import Database, is_current
 from study.models import Base
+from tests.study.conftest import run_cli
 
 
 def test_migrated_database_matches_the_models(db_url):
@@ -27,10 +26,11 @@ def test_migrated_database_matches_the_models(db_url):
 
 
 def test_init_is_idempotent_and_writes_a_private_secret_key(tmp_path):
-    runner = CliRunner()
     instance = tmp_path / "inst"
     for _ in range(2):
-        result = runner.invoke(main, ["study", "--instance", str(instance), "init"])
+        result = run_cli(
+            "study", "--instance", str(instance), "--db", f"sqlite:///{instance}.db", "init"
+        )
         assert result.exit_code == 0, result.output
     key = instance / "secret_key"
     assert key.stat().st_mode & 0o077 == 0
