@@ -55,6 +55,7 @@ RESUMABLE_CHANGES = (
     "out",
     "overwrite",
     "show_progress",
+    "cache_dir",
 )
 
 
@@ -146,6 +147,7 @@ def distill(config: DistillConfig) -> DistillResult:
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() else "no"
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # CPU processes (gloo) under torchrun/accelerate launch
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
         step_scheduler_with_optimizer=False,
@@ -168,9 +170,10 @@ def distill(config: DistillConfig) -> DistillResult:
     if not config.no_cache:
         pair.drop_encoders()  # text encoders and VAE are no longer needed in memory
 
-    if start:
-        accelerator.load_state(str(_checkpoint_path(ckpt_root, start)))
     run_log = _RunLog(ckpt_root, accelerator.is_main_process)
+    if start:
+        _check_same_inputs(run_log.config, pair.teacher_fingerprint, dataset_fingerprint(pairs))
+        accelerator.load_state(str(_checkpoint_path(ckpt_root, start)))
     if accelerator.is_main_process:
         run_log.write_config(
             config,
@@ -429,7 +432,9 @@ def training_step(
         )
         t.accelerator.backward(loss)
         if t.accelerator.sync_gradients:
-            terms["grad_norm"] = float(t.accelerator.clip_grad_norm_(t.trainable, t.grad_clip))
+            norm = t.accelerator.clip_grad_norm_(t.trainable, t.grad_clip)
+            if norm is not None:  # DeepSpeed clips inside its own step and reports nothing here
+                terms["grad_norm"] = float(norm)
         t.optimizer.step()
         if t.accelerator.sync_gradients:
             t.scheduler.step()
@@ -547,6 +552,14 @@ def _check_resume(config: DistillConfig, root: Path) -> int:
             f"--resume: the checkpoint is at step {steps[-1]}, already at --steps {config.steps}"
         )
     return steps[-1]
+
+
+def _check_same_inputs(saved: dict, teacher_fingerprint: str, dataset: str) -> None:
+    """A resumed run must see the same teacher weights and the same data as the run it continues."""
+    if saved.get("teacher_fingerprint") != teacher_fingerprint:
+        raise UserError("--resume: the teacher's weights changed since the checkpoints were made")
+    if saved.get("dataset", {}).get("fingerprint") != dataset:
+        raise UserError("--resume: the training data changed since the checkpoints were made")
 
 
 def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
