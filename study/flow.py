@@ -630,10 +630,7 @@ def record_answer(
         )
         if failures > spec.attention.max_failures:
             _finish(participant, "failed_attention", now)
-            return "recorded"
-    if current_trial(session, participant, spec) is None:
-        complete(participant)
-    return "recorded"
+    return "recorded"  # the caller's next current_trial() completes a finished participant
 
 
 def _validate(trial: Trial, spec: StudySpec, submitted: Submitted) -> None:

@@ -12,6 +12,7 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from study.app import get_db
@@ -35,10 +36,22 @@ MAX_RT_MS = 24 * 3600 * 1000
 TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def _stimulus_facts(db: Session, stimulus_id: int) -> tuple[str, str]:
+    """(token, prompt) of a stimulus; cached per process, since neither ever changes."""
+    cache = current_app.extensions.setdefault("hprune_stimulus_cache", {})
+    facts = cache.get(stimulus_id)
+    if facts is None:
+        row = db.execute(
+            select(Stimulus.token, Stimulus.prompt).where(Stimulus.id == stimulus_id)
+        ).one()
+        facts = cache[stimulus_id] = (row.token, row.prompt)
+    return facts
+
+
 def _image_url(db: Session, stimulus_id: int | None) -> str | None:
     if stimulus_id is None:
         return None
-    return url_for("participant.image", token=db.get(Stimulus, stimulus_id).token)
+    return url_for("participant.image", token=_stimulus_facts(db, stimulus_id)[0])
 
 
 def _trial_json(db: Session, trial: Trial, spec: StudySpec) -> dict:
@@ -48,7 +61,7 @@ def _trial_json(db: Session, trial: Trial, spec: StudySpec) -> dict:
         "practice": trial.kind == "practice",
         "kind": trial.presentation,
         "question": criterion.question,
-        "prompt": db.get(Stimulus, trial.left_id).prompt if criterion.show_prompt else None,
+        "prompt": _stimulus_facts(db, trial.left_id)[1] if criterion.show_prompt else None,
     }
     if trial.presentation == "rating":
         body["images"] = {"image": _image_url(db, trial.left_id)}
