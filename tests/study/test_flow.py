@@ -62,3 +62,23 @@ def test_reopening_the_link_resumes_at_the_same_trial(participant, app):
     assert response.status_code == 303 and response.location.endswith("/trials")
     assert q.trial()["trial"]["id"] == current
     assert rng is not None
+
+
+def test_time_limit_ends_the_session_with_the_timed_out_code(participant, app):
+    from datetime import timedelta
+
+    from study.models import utcnow
+
+    p, study = participant()
+    body = p.start(pid="PID-late")
+    with app.extensions["hprune_db"].write() as db:
+        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID-late"))
+        row.deadline_at = utcnow() - timedelta(seconds=1)
+    response = p.answer(body["trial"]["id"], choice="left")
+    assert response.status_code == 410
+    assert response.get_json()["redirect"].endswith("/end")
+    assert "LATE789" in p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
+    with app.extensions["hprune_db"].read() as db:
+        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID-late"))
+        assert (row.phase, row.outcome) == ("end", "timed_out")
+        assert db.scalar(select(func.count(Answer.id)).where(Answer.participant_id == row.id)) == 0
