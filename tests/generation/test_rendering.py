@@ -45,6 +45,23 @@ def png_chunks(data: bytes) -> list[bytes]:
     return chunks
 
 
+def render_cli(variants_file: Path, prompts_file: Path, seeds: str, out: Path):
+    return CliRunner().invoke(
+        cli,
+        [
+            "render",
+            "--variants",
+            variants_file,
+            "--prompts",
+            prompts_file,
+            "--seeds",
+            seeds,
+            "--out",
+            out,
+        ],
+    )
+
+
 def variants_yaml(folder: Path, sd3: Path, flux: Path, *, copy_steps: int = 2) -> Path:
     """original (reference), an identical copy, SD3 with CFG and another scheduler shift, and FLUX."""
     path = folder / "variants.yaml"
@@ -238,20 +255,7 @@ def test_manifest_that_disagrees_with_files_is_refused(rendered, setup, tmp_path
     victim = read_manifest(out)[0].file
     (out / victim).unlink()
     before = sorted(p.name for p in (out / "images").iterdir())
-    result = CliRunner().invoke(
-        cli,
-        [
-            "render",
-            "--variants",
-            str(variants_file),
-            "--prompts",
-            str(prompts_file),
-            "--seeds",
-            "0-1",
-            "--out",
-            str(out),
-        ],
-    )
+    result = render_cli(variants_file, prompts_file, "0-1", out)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"Error: {out / 'manifest.csv'} disagrees with the files: {victim} is missing"
@@ -290,20 +294,7 @@ def test_bad_input_is_one_line_and_leaves_the_set_alone(
     if problem == "empty-prompts":
         prompts_file = tmp_path / "prompts.txt"
         prompts_file.write_text("\n\n")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "render",
-            "--variants",
-            str(variants_file),
-            "--prompts",
-            str(prompts_file),
-            "--seeds",
-            seeds,
-            "--out",
-            str(out),
-        ],
-    )
+    result = render_cli(variants_file, prompts_file, seeds, out)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and re.search(message, lines[0])

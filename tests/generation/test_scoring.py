@@ -49,6 +49,20 @@ def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+def import_geneval(results: Path, stimuli: Path, out: Path):
+    return run(
+        "import-metrics",
+        results,
+        "--format",
+        "geneval",
+        "--stimuli",
+        stimuli,
+        "--out",
+        out,
+        "--merge",
+    )
+
+
 def one_line_error(result) -> str:
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
@@ -255,17 +269,7 @@ def test_import_metrics_command(stimuli, tmp_path):
         for r in rows
     ]  # fmt: skip
     results.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    result = run(
-        "import-metrics",
-        results,
-        "--format",
-        "geneval",
-        "--stimuli",
-        stimuli,
-        "--out",
-        out,
-        "--merge",
-    )
+    result = import_geneval(results, stimuli, out)
     assert result.exit_code == 0, result.output
     assert "short: GenEval 0.500 over 2 images" in result.output
     table = read_metrics(out)
@@ -280,18 +284,6 @@ def test_import_metrics_command(stimuli, tmp_path):
     results.write_text(
         json.dumps({**lines[0], "filename": "/x/original/00000/samples/0009.png"}) + "\n"
     )
-    line = one_line_error(
-        run(
-            "import-metrics",
-            results,
-            "--format",
-            "geneval",
-            "--stimuli",
-            stimuli,
-            "--out",
-            out,
-            "--merge",
-        )
-    )
+    line = one_line_error(import_geneval(results, stimuli, out))
     assert "no image of variant 'original', prompt 'geneval-00000', seed 9" in line
     assert len(read_metrics(out)) == 12  # the existing file is untouched
