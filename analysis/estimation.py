@@ -118,11 +118,12 @@ _BLAS: ThreadpoolController | None = None
 
 
 def _single_threaded_blas():
-    """BLAS limited to one thread while L-BFGS runs.
+    """BLAS limited to one thread while a model is fitted.
 
-    scipy's L-BFGS-B makes many tiny BLAS calls; with a multi-threaded OpenBLAS each one
-    wakes the thread pool, which on a busy 2-core machine made a 10-parameter fit 200x
-    slower (140 ms instead of 0.7 ms). The parameter vectors here never profit from threads.
+    scipy's L-BFGS-B makes many tiny BLAS calls, and Newton factorises a small Hessian;
+    with a multi-threaded OpenBLAS each call wakes the thread pool, which on a busy 2-core
+    machine made a 10-parameter fit 200x slower (140 ms instead of 0.7 ms) and a 200x200
+    Cholesky 0.4 s. Matrices of this size never profit from threads.
     """
     global _BLAS
     if _BLAS is None:
@@ -132,18 +133,22 @@ def _single_threaded_blas():
 
 def fit_ml(objective: Objective, x0: np.ndarray, *, newton_first: bool = False) -> Optimum:
     """Minimise a smooth convex negative log-likelihood: L-BFGS, then Newton polish."""
+    with _single_threaded_blas():
+        return _fit_ml(objective, x0, newton_first=newton_first)
+
+
+def _fit_ml(objective: Objective, x0: np.ndarray, *, newton_first: bool) -> Optimum:
     if newton_first:
         optimum = _newton(objective, np.asarray(x0, float), max_iter=12)
         if optimum is not None and optimum.converged:
             return optimum
-    with _single_threaded_blas():
-        result = minimize(
-            lambda x: objective(x, False)[:2],
-            np.asarray(x0, float),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 5000, "gtol": 1e-9, "ftol": 1e-15, "maxcor": 20},
-        )
+    result = minimize(
+        lambda x: objective(x, False)[:2],
+        np.asarray(x0, float),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 5000, "gtol": 1e-9, "ftol": 1e-15, "maxcor": 20},
+    )
     optimum = _newton(objective, result.x)
     if optimum is None:  # Hessian not positive definite: report L-BFGS's answer honestly
         f, _, h = objective(result.x, True)
@@ -360,7 +365,8 @@ class PairedModel:
         objective = self.objective(counts)
         optimum = fit_ml(objective, self.initial(counts))
         try:
-            cov_free = sla.inv(optimum.hessian)
+            with _single_threaded_blas():
+                cov_free = sla.inv(optimum.hessian)
         except sla.LinAlgError:
             cov_free = np.full_like(optimum.hessian, np.nan)
         params = self._report @ optimum.x
