@@ -29,32 +29,23 @@ import numpy as np
 from scipy.special import expit
 
 from analysis.comparisons import LEFT, RIGHT, TIE, PairedComparisons, check_estimable
-from analysis.estimation import LinkTerms, PairedFit, PairedModel
+from analysis.estimation import BinaryLink, LinkTerms, PairedFit, PairedModel
 from hprune.errors import UserError
 
 TieHandling = Literal["auto", "davidson", "half", "drop"]
 
 
-class LogitLink:
+class LogitLink(BinaryLink):
     """Plain Bradley-Terry; ties count as half a win each ("half") or not at all ("drop")."""
 
     name = "bradley-terry"
-    extra_names: tuple[str, ...] = ()
-
-    def __init__(self, ties: Literal["half", "drop"] = "half") -> None:
-        self.tie_share = 0.5 if ties == "half" else 0.0
-        self.ties_link = ties == "half"
 
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms:
-        tie = self.tie_share * counts[:, TIE]
-        n_left = counts[:, LEFT] + tie
-        n = n_left + counts[:, RIGHT] + tie
+        n_left, n_right = self.decided(counts)
+        n = n_left + n_right
         p = expit(d)
-        nll = float(n_left @ np.logaddexp(0.0, -d) + (n - n_left) @ np.logaddexp(0.0, d))
+        nll = float(n_left @ np.logaddexp(0.0, -d) + n_right @ np.logaddexp(0.0, d))
         return LinkTerms(nll=nll, g_d=n * p - n_left, h_d=n * p * (1.0 - p))
-
-    def initial_extra(self, counts: np.ndarray) -> np.ndarray:
-        return np.zeros(0)
 
 
 class DavidsonLink:

@@ -14,7 +14,6 @@ pairwise experiments (observer/scene/condition columns), converted on read.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,26 @@ import pandas as pd
 
 from hprune.errors import UserError
 
+#: The columns of the responses export, in the contract's order (design.md).
+EXPORT_COLUMNS = [
+    "study",
+    "participant",
+    "trial_index",
+    "kind",
+    "criterion",
+    "prompt_id",
+    "left_image",
+    "right_image",
+    "left_variant",
+    "right_variant",
+    "choice",
+    "rating",
+    "rt_ms",
+    "server_ms",
+    "shown_at",
+    "answered_at",
+    "passed_checks",
+]
 REQUIRED = ["participant", "kind", "left_variant", "right_variant", "choice", "rating"]
 OPTIONAL_DEFAULTS: dict[str, object] = {
     "study": "",
@@ -231,12 +250,3 @@ def from_pwcmp(frame: pd.DataFrame) -> pd.DataFrame:
             "rating": np.nan,
         }
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    """Content hash of an input file, for the report's provenance table."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -37,7 +37,7 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 from threadpoolctl import ThreadpoolController
 
-from analysis.comparisons import PairedComparisons
+from analysis.comparisons import LEFT, RIGHT, TIE, PairedComparisons
 
 Objective = Callable[[np.ndarray, bool], tuple[float, np.ndarray, np.ndarray | None]]
 
@@ -64,6 +64,27 @@ class Link(Protocol):
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms: ...
 
     def initial_extra(self, counts: np.ndarray) -> np.ndarray: ...
+
+
+class BinaryLink:
+    """Base of the links with two outcomes: ties split half and half ("half") or dropped."""
+
+    name = "binary"
+    extra_names: tuple[str, ...] = ()
+
+    def __init__(self, ties: str = "half") -> None:
+        if ties not in ("half", "drop"):
+            raise ValueError(f"a two-outcome link splits ties ('half') or drops them, not {ties!r}")
+        self.tie_share = 0.5 if ties == "half" else 0.0
+        self.ties_link = ties == "half"
+
+    def decided(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) win counts with the ties' share added to both."""
+        tie = self.tie_share * counts[:, TIE]
+        return counts[:, LEFT] + tie, counts[:, RIGHT] + tie
+
+    def initial_extra(self, counts: np.ndarray) -> np.ndarray:
+        return np.zeros(0)
 
 
 # --------------------------------------------------------------------------- optimiser

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.data import file_sha256, is_database_url
+from analysis.data import is_database_url
+from generation.manifest import sha256_file
 from hprune.errors import UserError
 
 
@@ -27,11 +28,11 @@ def inputs_table(
     else:
         path = Path(source)
         files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-        rows += [("responses", str(p), file_sha256(p)) for p in files]
-    rows += [("metrics", str(p), file_sha256(p)) for p in metrics_files]
+        rows += [("responses", str(p), sha256_file(p)) for p in files]
+    rows += [("metrics", str(p), sha256_file(p)) for p in metrics_files]
     if stimuli is not None:
         manifest = Path(stimuli) / "manifest.csv"
-        rows.append(("stimuli manifest", str(manifest), file_sha256(manifest)))
+        rows.append(("stimuli manifest", str(manifest), sha256_file(manifest)))
     return pd.DataFrame(rows, columns=["input", "location", "sha256"])
 
 

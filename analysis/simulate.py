@@ -27,28 +27,10 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import norm
 
+from analysis.data import EXPORT_COLUMNS
+
 #: z of 75% preference: a Thurstone score difference of 1 JOD has P = Phi(Z75 * 1) = 0.75.
 Z75 = float(norm.ppf(0.75))
-
-EXPORT_COLUMNS = [
-    "study",
-    "participant",
-    "trial_index",
-    "kind",
-    "criterion",
-    "prompt_id",
-    "left_image",
-    "right_image",
-    "left_variant",
-    "right_variant",
-    "choice",
-    "rating",
-    "rt_ms",
-    "server_ms",
-    "shown_at",
-    "answered_at",
-    "passed_checks",
-]
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ import numpy as np
 from scipy.special import log_ndtr
 from scipy.stats import norm
 
-from analysis.comparisons import LEFT, RIGHT, TIE, PairedComparisons, check_estimable
-from analysis.estimation import LinkTerms, PairedFit, PairedModel
+from analysis.comparisons import PairedComparisons, check_estimable
+from analysis.estimation import BinaryLink, LinkTerms, PairedFit, PairedModel
 from hprune.errors import UserError
 
 #: Probit slope that makes one unit of score one JOD (Phi(Z75) = 0.75).
@@ -35,28 +35,19 @@ def _mills(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * x * x - _LOG_SQRT_2PI - log_ndtr(x))
 
 
-class ProbitJODLink:
+class ProbitJODLink(BinaryLink):
     """Thurstone Case V on the JOD scale."""
 
     name = "thurstone"
-    extra_names: tuple[str, ...] = ()
-
-    def __init__(self, ties: Literal["half", "drop"] = "half") -> None:
-        self.tie_share = 0.5 if ties == "half" else 0.0
-        self.ties_link = ties == "half"
 
     def __call__(self, d: np.ndarray, counts: np.ndarray, extra: np.ndarray) -> LinkTerms:
-        tie = self.tie_share * counts[:, TIE]
-        n_left, n_right = counts[:, LEFT] + tie, counts[:, RIGHT] + tie
+        n_left, n_right = self.decided(counts)
         x = Z75 * d
         lam_left, lam_right = _mills(x), _mills(-x)
         nll = -float(n_left @ log_ndtr(x) + n_right @ log_ndtr(-x))
         g_d = Z75 * (n_right * lam_right - n_left * lam_left)
         h_d = Z75**2 * (n_left * lam_left * (x + lam_left) + n_right * lam_right * (lam_right - x))
         return LinkTerms(nll=nll, g_d=g_d, h_d=h_d)
-
-    def initial_extra(self, counts: np.ndarray) -> np.ndarray:
-        return np.zeros(0)
 
 
 def thurstone_model(

@@ -8,7 +8,11 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 
-from analysis.bradley_terry import fit_bradley_terry, tie_probability_at_equal_scores
+from analysis.bradley_terry import (
+    bradley_terry_model,
+    fit_bradley_terry,
+    tie_probability_at_equal_scores,
+)
 from analysis.comparisons import (
     LEFT,
     RIGHT,
@@ -178,3 +182,19 @@ def test_fast_estimability_check_agrees_with_the_graph_check() -> None:
             fast = is_estimable(comparisons, counts, prior=prior, ties_link=ties_link)
             agree += fast == expected or counts[:, :2].sum() == 0
     assert agree == 900
+
+
+def test_sandwich_covariance_two_items_closed_form() -> None:
+    # Every trial its own cluster, k wins of n: the meat sum (y - p)^2 equals n p (1 - p),
+    # so the sandwich variance is the Hessian's 1 / (n p (1 - p)) times n / (n - 1).
+    k, n = 30, 40
+    comparisons = two_items(k, n - k)
+    model = bradley_terry_model(comparisons, reference="b")
+    fit = model.fit()
+    per_trial = np.zeros((n, 1, 3))
+    per_trial[:k, 0, LEFT] = 1
+    per_trial[k:, 0, RIGHT] = 1
+    cov = model.cluster_covariance(fit.params, per_trial)
+    p = k / n
+    assert cov[0, 0] == pytest.approx(1 / (n * p * (1 - p)) * n / (n - 1), rel=1e-9)
+    assert fit.se[0] ** 2 == pytest.approx(1 / (n * p * (1 - p)), rel=1e-9)
