@@ -181,11 +181,14 @@ def _score_table(
     jod_draws: BootstrapDraws | None,
     comparisons,
     level: float,
+    robust_se: np.ndarray | None = None,
 ) -> pd.DataFrame:
     k = bt.n_items
     table = bt.to_frame(level).rename(
         columns={"score": "bt_score", "se": "bt_se", "ci_low": "wald_low", "ci_high": "wald_high"}
     )
+    # Cluster-robust (sandwich) SE by participant: honest without the bootstrap too.
+    table.insert(3, "robust_se", np.nan if robust_se is None else robust_se[:k])
     c = comparisons.counts
     n = np.bincount(comparisons.left, c.sum(1), k) + np.bincount(comparisons.right, c.sum(1), k)
     wins = np.bincount(comparisons.left, c[:, LEFT] + 0.5 * c[:, TIE], k) + np.bincount(
@@ -245,6 +248,15 @@ def analyse_pairs(
     )  # fmt: skip
     jod = jod_model.fit()
     draws = jod_draws = None
+    people = sorted(pairs["participant"].astype(str).unique())
+    robust_se = None
+    if len(people) >= 2:
+        codes = pairs["participant"].astype(str).map({p: i for i, p in enumerate(people)})
+        per_person = trial_cells(row, outcome, len(comparisons.left), codes.to_numpy())
+        counts = per_person.participant_matrix(len(people)).toarray().reshape(len(people), -1, 3)
+        robust_se = np.sqrt(
+            np.clip(np.diag(bt_model.cluster_covariance(bt.params, counts)), 0, None)
+        )
     if plan is not None:
         cells = trial_cells(
             row,
@@ -277,7 +289,7 @@ def analyse_pairs(
     win_rate, counts = _matrices(bt.items, comparisons)
     result = CriterionResult(
         criterion=criterion,
-        scores=_score_table(bt, jod, draws, jod_draws, comparisons, options.level),
+        scores=_score_table(bt, jod, draws, jod_draws, comparisons, options.level, robust_se),
         bt=bt,
         thurstone=jod,
         draws=draws,

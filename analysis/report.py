@@ -33,7 +33,8 @@ METHOD_NOTES = [
     "count-weighted unique pairs (L-BFGS, then Newton); gamma is the left/right position "
     "effect; ties follow Davidson's model. A score gap of 1.1 logits means 75% preference.",
     "Thurstone Case V: P(i beats j) = Phi(0.6745 (m_i - m_j)), so 1 JOD = 75% preference.",
-    "Wald intervals come from the Hessian and treat trials as independent; bootstrap "
+    "Wald intervals come from the Hessian and treat trials as independent (robust_se is the "
+    "participant-clustered sandwich SE); bootstrap "
     "intervals resample participants (multinomial weights; optionally prompts too) and so "
     "respect that one person's answers are correlated. Simultaneous intervals hold for all "
     "variants together (sup-t); rank intervals are quantiles of the bootstrap ranks.",

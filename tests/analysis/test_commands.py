@@ -144,6 +144,7 @@ def test_full_report(study_files, tmp_path) -> None:
     scores = pd.read_csv(out / "tables" / "scores_quality.csv").set_index("variant")
     assert scores.loc["orig", "bt_score"] == 0 and scores["boot_low"].notna().all()
     assert list(scores.index[:2]) == ["orig", "hpp"]
+    assert (scores["robust_se"].drop("orig") > 0).all() and scores.loc["orig", "robust_se"] == 0
     excluded = pd.read_csv(out / "tables" / "exclusions.csv")
     assert len(excluded) >= 1 and excluded["reasons"].str.len().min() > 0
     degradation = pd.read_csv(out / "tables" / "metrics_degradation.csv").set_index("variant")
