@@ -3,12 +3,15 @@
 The design is a table of cells (arm x item), where an arm is a variant pair (pairwise trials) or
 a variant (ratings). Tasks are handed out greedily, one at a time, by these keys in order:
 
+- only an arm's least-assigned open items are candidates (each arm's cell counts stay within
+  one of each other);
 - the arm the participant has had least, then the arm the whole study has had least: each
   participant sees the arms within one of each other, and the study's arm totals stay within one
   of each other (the minimum arm is always the one topped up);
-- within the arm, the item this arm has had least (cell counts stay within one of each other),
-  then the prompt the participant has seen least (no prompt repeats while unseen ones remain),
-  then the item the study has had least;
+- then the item the study has had least over all arms (chosen jointly with the arm, so that
+  ties between arms go to the one that can top up the least-covered item), then the prompt the
+  participant has seen least (so that a participant rarely sees a prompt again while unseen
+  ones remain);
 - a draw from ``rng`` breaks the remaining ties, so the same state and seed give the same tasks.
 
 A participant never gets a cell they already have; they get fewer than ``n`` tasks only once
@@ -49,9 +52,17 @@ def _cell_table(
 
 
 def _first(keys: list[np.ndarray], rng: np.random.Generator) -> int:
-    """Index of the smallest entry by ``keys`` (most significant first), ties broken by ``rng``."""
-    order = np.lexsort([rng.random(len(keys[0])), *reversed(keys)])
-    return int(order[0])
+    """Index of the smallest entry by ``keys`` (most significant first), ties drawn from ``rng``.
+
+    Filters by one key at a time (linear, no sort), so it stays cheap over many candidates.
+    """
+    candidates = np.arange(len(keys[0]))
+    for key in keys:
+        values = key[candidates]
+        candidates = candidates[values == values.min()]
+        if candidates.size == 1:
+            return int(candidates[0])
+    return int(candidates[rng.integers(candidates.size)])
 
 
 def balanced_cells(
@@ -67,33 +78,27 @@ def balanced_cells(
     ``prompt_of_item``: an integer prompt id per item column. Arrays are not modified.
     """
     counts = counts.copy()
-    seen = seen.copy()
     arm_totals = counts.sum(axis=1)
     item_totals = counts.sum(axis=0)
     my_arms = seen.sum(axis=1)
     my_prompts = np.bincount(prompt_of_item, weights=seen.sum(axis=0)).astype(np.int64)
+    unseen = ~seen
+    full = np.iinfo(np.int64).max
+    open_min = np.where(unseen, counts, full).min(axis=1)  # each arm's least-assigned open cell
     chosen: list[tuple[int, int]] = []
     for _ in range(n):
-        open_arms = np.flatnonzero(~seen.all(axis=1))
-        if open_arms.size == 0:
+        arms = np.flatnonzero(open_min < full)
+        if arms.size == 0:
             break
-        arm = int(open_arms[_first([my_arms[open_arms], arm_totals[open_arms]], rng)])
-        open_items = np.flatnonzero(~seen[arm])
-        item = int(
-            open_items[
-                _first(
-                    [
-                        counts[arm, open_items],
-                        my_prompts[prompt_of_item[open_items]],
-                        item_totals[open_items],
-                    ],
-                    rng,
-                )
-            ]
-        )
+        for key in (my_arms, arm_totals):
+            arms = arms[key[arms] == key[arms].min()]
+        rows, items = np.nonzero(unseen[arms] & (counts[arms] == open_min[arms, None]))
+        k = _first([item_totals[items], my_prompts[prompt_of_item[items]]], rng)
+        arm, item = int(arms[rows[k]]), int(items[k])
         chosen.append((arm, item))
         counts[arm, item] += 1
-        seen[arm, item] = True
+        unseen[arm, item] = False
+        open_min[arm] = np.where(unseen[arm], counts[arm], full).min()
         arm_totals[arm] += 1
         item_totals[item] += 1
         my_arms[arm] += 1

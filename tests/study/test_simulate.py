@@ -53,7 +53,8 @@ def test_observer_ties_ratings_and_attention() -> None:
 
 
 def _pair_trials(app, key: str) -> list[tuple[str, str, str | None]]:
-    """(left variant, right variant, choice) of every main pair trial of the study, from the DB."""
+    """(left variant, right variant, choice) of the main pair trials of the participants who
+    completed the study (those the app counts: failed ones free their tasks), from the DB."""
     from sqlalchemy.orm import aliased
 
     from study.models import Answer, Participant, Stimulus, Study, Trial
@@ -69,6 +70,7 @@ def _pair_trials(app, key: str) -> list[tuple[str, str, str | None]]:
             .join(Study, Study.id == Participant.study_id)
             .outerjoin(Answer, Answer.trial_id == Trial.id)
             .where(Study.public_key == key, Trial.kind == "pair")
+            .where(Participant.outcome == "completed")
         ).all()
 
 
@@ -95,11 +97,16 @@ def test_simulated_study_recovers_the_true_ranking(app, db_url, make_study, sche
     assert oracle.study_key == handle.key and oracle.variants == sorted(VARIANTS)
     with serve_in_thread(app) as base:
         report = run_simulation(
-            oracle, Preferences(TRUTH), base_url=base, participants=24, concurrency=6, seed=3
+            oracle,
+            Preferences(TRUTH, position_bias=1.0),
+            base_url=base,
+            participants=20,
+            concurrency=8,
+            seed=3,
         )
     assert report.errors() == []
-    assert set(report.outcomes()) <= {"completed", "failed_attention"}
-    assert report.outcomes().get("completed", 0) >= 18
+    assert set(report.outcomes()) <= {"completed", "failed_attention"}, report.outcomes()
+    assert report.outcomes().get("completed", 0) >= 15
     # every acknowledged answer is in the database, once
     assert _answer_count(app, handle.key) == report.answers
 
@@ -107,12 +114,12 @@ def test_simulated_study_recovers_the_true_ranking(app, db_url, make_study, sche
     assert list(scores.sort_values(ascending=False).index) == list(TRUTH)
 
     trials = _pair_trials(app, handle.key)
-    assert len(trials) >= 200
+    assert len(trials) >= 150
     for variant in VARIANTS:  # counterbalanced sides (the app's job, checked over a study)
         shown = [lv == variant for lv, rv, _ in trials if variant in (lv, rv)]
         assert abs(np.mean(shown) - 0.5) <= 0.02, f"{variant} left in {np.mean(shown):.3f}"
     chose_left = np.mean([c == "left" for *_, c in trials if c])
-    assert chose_left > 0.5  # the simulated participants' left bias shows through
+    assert chose_left > 0.55  # the simulated participants' left bias (about 0.63 here) shows
 
 
 def test_simulate_command(app, db_url, make_study, tmp_path) -> None:
