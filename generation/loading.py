@@ -121,11 +121,12 @@ def _transformer_class(directory: Path):
     return cls
 
 
-def _load_quantized(directory: Path, record: ModelRecord, dtype):
-    """Quantised transformers are loaded by the quantisation module (it knows the schemes)."""
+def _load_quantized(directory: Path, record: ModelRecord, dtype, device):
+    """Quantised transformers are loaded by the quantisation module (it knows the schemes),
+    straight onto ``device``: bitsandbytes layers are not moved after loading."""
     from generation.quantization import load_quantized_transformer
 
-    return load_quantized_transformer(directory, record, dtype=dtype)
+    return load_quantized_transformer(directory, record, dtype=dtype, device=device)
 
 
 def _apply_record(transformer, record: ModelRecord, directory: Path):
@@ -154,7 +155,7 @@ def load_transformer(model: str | os.PathLike[str], *, dtype=None, device="cpu")
     record = read_record(directory)
     try:
         if record is not None and record.quantization:
-            transformer = _load_quantized(directory, record, dtype)
+            transformer = _load_quantized(directory, record, dtype, device)
         else:
             transformer = cls.from_pretrained(directory, torch_dtype=dtype)
     except LOAD_ERRORS as exc:

@@ -1,0 +1,54 @@
+"""``hprune quantize``: bitsandbytes weight quantisation of a model's transformer."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("quantize")
+@click.option(
+    "--model", required=True, help="Pipeline directory (or transformer directory, or hub id)."
+)
+@click.option(
+    "--scheme",
+    required=True,
+    metavar="nf4|fp4|int8",
+    help="nf4/fp4: 4-bit blockwise (QLoRA) weights, one absmax per 64 weights; "
+    "int8: LLM.int8() row-wise int8 weights with outlier threshold 6.",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Output model directory."
+)
+@click.option(
+    "--dtype",
+    default=None,
+    help="Compute dtype, the pipeline's dtype (bfloat16, float16, float32); "
+    "default: the dtype the transformer is stored in.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where to quantise: cpu, cuda, cuda:N or auto. The saved model loads on either.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def quantize(
+    model: str, scheme: str, out: str, dtype: str | None, device: str, overwrite: bool
+) -> None:
+    """Quantise every nn.Linear of the transformer with bitsandbytes and save the model.
+
+    The other pipeline components are linked (or copied) unchanged; the model record gets
+    the recipe and a history entry. Load the result with hprune's loader (every hprune
+    command does), which rebuilds the quantised layers on the CPU or on CUDA.
+    """
+    from generation.quantization import quantize_model
+
+    result = quantize_model(
+        model, out, scheme=scheme, dtype=dtype, device=device, overwrite=overwrite
+    )
+    click.echo(
+        f"wrote {result.path}: {result.layers} linear layers to {result.scheme} "
+        f"(compute {result.compute_dtype}); transformer weights "
+        f"{result.bytes_before / 1e6:,.1f} MB -> {result.bytes_after / 1e6:,.1f} MB "
+        f"({result.bytes_after / result.bytes_before:.1%})"
+    )
