@@ -1,0 +1,175 @@
+"""Contribution analysis on the toy models: entries, skip_layers == deletion, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import generation.contrib as contrib_module
+from generation.adapters import BLOCK, get_adapter
+from generation.contrib import journal_path, read_contrib, run_contrib
+from generation.loading import load_transformer
+from generation.prompts import Prompt
+from hprune.cli import main
+from hprune.errors import UserError
+
+PROMPTS = [Prompt(prompt_id="p0", text="a photo of a red circle", category="", metadata={})]
+FAST = dict(steps=2, height=32, width=32, max_sequence_length=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sd3_contrib(sd35_toy_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("contrib") / "contrib.json"
+    return out, run_contrib(sd35_toy_dir, PROMPTS, [0], out, **FAST)
+
+
+def test_every_block_and_subcomponent_has_a_score_and_a_drop(sd3_contrib, sd35_toy_dir) -> None:
+    out, result = sd3_contrib
+    assert json.loads(out.read_text()) == result
+    assert not journal_path(out).exists()
+    adapter = get_adapter(load_transformer(sd35_toy_dir))
+    expected = adapter.parts()
+    assert [(e["block"], e["component"]) for e in result["entries"]] == expected
+    assert result["baseline"]["score"] == pytest.approx(1.0)  # SSIM of the baseline with itself
+    assert result["scorer"] == {
+        "name": "fidelity",
+        "metric": "fidelity-ssim",
+        "options": {},
+        "higher_is_better": True,
+        "needs_reference": True,
+    }
+    for entry in result["entries"]:
+        assert entry["drop"] == pytest.approx(1.0 - entry["score"])
+        assert entry["drop"] > 0
+        assert entry["parameters"] == adapter.part_params((entry["block"], entry["component"]))
+    assert len(result["block_similarity"]) == 8
+    assert result["prompts"] == [
+        {"prompt_id": "p0", "text": "a photo of a red circle", "category": ""}
+    ]
+    assert result["seeds"] == [0] and result["render"]["steps"] == 2
+    contribution = read_contrib(out)
+    assert len(contribution.block_drops()) == 8
+    assert contribution.model_fingerprint == result["model_fingerprint"]
+
+
+def test_whole_block_score_equals_deleting_the_block(sd3_contrib, sd35_toy_dir) -> None:
+    from generation.contrib import render
+    from generation.loading import load_pipeline
+    from generation.scorers import get_scorer
+    from generation.variants import PipelineOptions
+
+    _, result = sd3_contrib
+    options = PipelineOptions(steps=2, guidance=0.0, height=32, width=32, max_sequence_length=16)
+    items = [(PROMPTS[0].text, 0)]
+    pipe = load_pipeline(sd35_toy_dir)
+    baseline = render(pipe, items, options, batch_size=1)
+    get_adapter(pipe.transformer).remove_blocks([3])
+    deleted = render(pipe, items, options, batch_size=1)
+    score = get_scorer("fidelity").score(deleted, PROMPTS, baseline)[0]
+    entry = next(e for e in result["entries"] if (e["block"], e["component"]) == (3, BLOCK))
+    assert score == pytest.approx(entry["score"], abs=1e-6)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(
+    sd35_toy_dir, tmp_path, monkeypatch, sd3_contrib
+) -> None:
+    out = tmp_path / "contrib.json"
+    real_render = contrib_module.render
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # the baseline and four parts are done
+            raise KeyboardInterrupt
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(contrib_module, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_contrib(sd35_toy_dir, PROMPTS, [0], out, parts="blocks", **FAST)
+    assert not out.exists()
+    journal = journal_path(out)
+    assert len(journal.read_text().splitlines()) == 1 + 4
+    with journal.open("a") as f:
+        f.write('{"block": 4, "comp')  # a write cut short by the interruption
+    calls.clear()
+    monkeypatch.setattr(
+        contrib_module, "render", lambda *a, **k: (calls.append(1), real_render(*a, **k))[1]
+    )
+    result = run_contrib(sd35_toy_dir, PROMPTS, [0], out, parts="blocks", **FAST)
+    assert len(calls) == 1 + 4  # the baseline and the four remaining blocks
+    assert not journal.exists()
+    full = {(e["block"], e["component"]): e["score"] for e in sd3_contrib[1]["entries"]}
+    for entry in result["entries"]:
+        assert entry["score"] == pytest.approx(full[(entry["block"], entry["component"])], abs=1e-9)
+
+
+def test_a_journal_of_other_settings_is_refused_unless_restarted(sd35_toy_dir, tmp_path) -> None:
+    out = tmp_path / "contrib.json"
+    journal_path(out).write_text(json.dumps({"header": {"seeds": [9]}}) + "\n")
+    with pytest.raises(UserError, match="other settings"):
+        run_contrib(sd35_toy_dir, PROMPTS, [0], out, parts="blocks", **FAST)
+    result = run_contrib(sd35_toy_dir, PROMPTS, [0], out, parts="blocks", restart=True, **FAST)
+    assert len(result["entries"]) == 8
+
+
+def test_flux_blocks_use_one_global_index(flux_toy_dir, tmp_path) -> None:
+    result = run_contrib(flux_toy_dir, PROMPTS, [0, 1], tmp_path / "c.json", parts="blocks", **FAST)
+    assert [e["block"] for e in result["entries"]] == list(range(12))
+    assert [e["kind"] for e in result["entries"]] == ["double"] * 4 + ["single"] * 8
+    assert len(result["baseline"]["scores"]) == 2
+    assert all(np.isfinite(e["drop"]) for e in result["entries"])
+
+
+def test_bad_input(sd35_toy_dir, tmp_path, sd3_contrib) -> None:
+    out, _ = sd3_contrib
+    with pytest.raises(UserError, match="already exists"):
+        run_contrib(sd35_toy_dir, PROMPTS, [0], out, **FAST)
+    with pytest.raises(UserError, match="unknown scorer"):
+        run_contrib(sd35_toy_dir, PROMPTS, [0], tmp_path / "c.json", scorer="nope", **FAST)
+    with pytest.raises(UserError, match="multiples of 16"):
+        run_contrib(sd35_toy_dir, PROMPTS, [0], tmp_path / "c.json", **{**FAST, "height": 40})
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "cannot read"),
+        ('{"format": "other"}', "not an hprune contrib.json"),
+        ('{"format": "hprune-contrib", "version": 1}', "malformed"),
+        (
+            '{"format": "hprune-contrib", "version": 1, "num_blocks": 2, "model_fingerprint": "x", '
+            '"family": "sd3", "scorer": {"higher_is_better": true}, '
+            '"entries": [{"block": 5, "component": "block", "drop": 0.1}]}',
+            "malformed",
+        ),
+    ],
+)
+def test_malformed_contrib_files(tmp_path, content, message) -> None:
+    path = tmp_path / "contrib.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_contrib(path)
+    with pytest.raises(UserError, match="does not exist"):
+        read_contrib(tmp_path / "missing.json")
+
+
+def test_contrib_command(sd35_toy_dir, tmp_path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of a red circle\n")
+    out = tmp_path / "contrib.json"
+    args = ["contrib", "--model", str(sd35_toy_dir), "--prompts", str(prompts), "--out", str(out)]
+    args += ["--steps", "2", "--height", "32", "--width", "32", "--max-sequence-length", "16"]
+    result = CliRunner().invoke(
+        main, [*args, "--parts", "blocks", "--scorer-option", "metric=psnr"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "largest drops" in result.output
+    assert read_contrib(out).raw["scorer"]["metric"] == "fidelity-psnr"
+    bad = CliRunner().invoke(main, [*args, "--overwrite", "--scorer-option", "metric"])
+    assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+    bad = CliRunner().invoke(main, [*args, "--overwrite", "--seeds", "3-1"])
+    assert bad.exit_code == 2 and "backwards" in bad.output

@@ -1,0 +1,456 @@
+"""Pruning: HPP ordering, baselines at a budget, surgery that reloads exactly, records, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from generation.adapters import BLOCK, get_adapter
+from generation.contrib import Contribution
+from generation.loading import load_pipeline, load_transformer, model_fingerprint
+from generation.model_record import read_record
+from generation.pruning import bk_sdm_plan, explicit_plan, hpp_plan, koala_plan, prune_model
+from generation.pruning.plan import WEIGHTINGS, exp_decay, parse_removal
+from generation.toy_models import build_sd3_transformer, default_spec
+from hprune.cli import main
+from hprune.errors import UserError
+
+
+def sd35_adapter():
+    torch.manual_seed(0)
+    return get_adapter(build_sd3_transformer(default_spec("sd35")).eval())
+
+
+def contribution(
+    adapter, block_drop, component_drop=lambda i, c: 0.5, similarity=None
+) -> Contribution:
+    drops = {(i, BLOCK): block_drop(i) for i in range(adapter.num_blocks)}
+    drops |= {
+        (i, c): component_drop(i, c)
+        for i in range(adapter.num_blocks)
+        for c in adapter.components(i)
+    }
+    return Contribution(
+        model_fingerprint="x",
+        family=adapter.family,
+        num_blocks=adapter.num_blocks,
+        original_indices=list(range(adapter.num_blocks)),
+        higher_is_better=True,
+        drops=drops,
+        block_similarity=similarity or [0.5] * adapter.num_blocks,
+        raw={},
+    )
+
+
+# ----- plans --------------------------------------------------------------------------
+
+
+def test_of_two_blocks_with_equal_drop_the_later_one_goes_first() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    equal = contribution(adapter, lambda i: 0.3)
+    plan = hpp_plan(adapter, equal, 0.85, original_parameters=total)
+    assert plan.block_indices() == [6]  # block 7 (context_pre_only) must stay last
+    # a bigger cut takes the next-latest block: 6 before 5 before 4 ...
+    plan = hpp_plan(adapter, equal, 0.7, original_parameters=total)
+    assert [e["block"] for e in plan.removed_blocks] == [6, 5]
+    assert exp_decay(5, 8) < exp_decay(4, 8) and exp_decay(0, 8) == 1.0
+    # with the prior switched off, equal drops tie; the tie still goes to the later block
+    plan = hpp_plan(adapter, equal, 0.85, original_parameters=total, weighting="none")
+    assert plan.block_indices() == [6]
+
+
+def test_measured_drop_outweighs_position() -> None:
+    adapter = sd35_adapter()
+    contrib = contribution(adapter, lambda i: 0.01 if i == 1 else 0.5)
+    plan = hpp_plan(adapter, contrib, 0.85, original_parameters=adapter.total_params())
+    assert plan.block_indices() == [1]
+
+
+def test_hpp_removes_whole_blocks_first_then_subcomponents_until_the_budget() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    contrib = contribution(
+        adapter, lambda i: 0.3, lambda i, c: {"ff_context": 0.01, "ff": 0.05}.get(c, 0.9)
+    )
+    budget = 0.72
+    plan = hpp_plan(adapter, contrib, budget, original_parameters=total)
+    assert plan.parameters_after <= budget * total
+    blocks = plan.block_indices()
+    assert blocks == [5, 6]
+    # one more block would have overshot the budget; subcomponents filled the rest
+    assert (
+        plan.parameters_before - plan.removed_parameters + adapter.block_params(4) > budget * total
+    )
+    assert plan.removed_parameters - sum(
+        e["parameters"] for e in plan.removed_subcomponents
+    ) == sum(adapter.block_params(i) for i in blocks)
+    components = plan.component_parts()
+    assert components and all(c == "ff_context" for _, c in components)
+    assert components[0][0] == max(i for i in range(7) if i not in blocks)  # later first
+    assert not any(i in blocks for i, _ in components)
+
+
+def test_baselines_meet_the_same_budget() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    middle = bk_sdm_plan(adapter, 0.8, original_parameters=total)
+    assert middle.block_indices() == [3, 4]  # around the centre 3.5, ties to the later block
+    uniform = bk_sdm_plan(adapter, 0.8, original_parameters=total, layout="uniform")
+    assert uniform.block_indices() == [1, 5]
+    similar = koala_plan(
+        adapter,
+        contribution(adapter, lambda i: 0.1, similarity=[0.1, 0.2, 0.95, 0.3, 0.9, 0.2, 0.1, 0.99]),
+        0.8,
+        original_parameters=total,
+    )
+    assert similar.block_indices() == [2, 4]  # 7 is the most similar but must stay last
+    for plan in (middle, uniform, similar):
+        assert plan.parameters_after <= 0.8 * total
+        assert not plan.removed_subcomponents
+
+
+def test_removal_specs() -> None:
+    assert parse_removal("25-28,31-34") == ([25, 26, 27, 28, 31, 32, 33, 34], [])
+    assert parse_removal("3, 1-2, 13:ff") == ([1, 2, 3], [(13, "ff")])
+    for bad in ("4-2", "x", "", "1:", "1-2-3"):
+        with pytest.raises(UserError):
+            parse_removal(bad)
+    assert set(WEIGHTINGS) == {"exp-decay", "none"}
+
+
+def test_plan_bad_input() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    for budget in (0, 1, 1.5, -0.2):
+        with pytest.raises(UserError, match="strictly between 0 and 1"):
+            bk_sdm_plan(adapter, budget, original_parameters=total)
+    with pytest.raises(UserError, match="out of range"):
+        explicit_plan(adapter, "3,99", original_parameters=total)
+    with pytest.raises(UserError, match="must stay last"):
+        explicit_plan(adapter, "7", original_parameters=total)
+    with pytest.raises(UserError, match="no subcomponent 'ff_context'"):
+        explicit_plan(adapter, "7:ff_context", original_parameters=total)
+    with pytest.raises(UserError, match="cannot reach the budget"):
+        bk_sdm_plan(adapter, 0.05, original_parameters=total)
+    with pytest.raises(UserError, match="already has"):
+        bk_sdm_plan(adapter, 0.5, original_parameters=total * 2)
+    flux = contribution(sd35_adapter(), lambda i: 0.1)
+    flux = Contribution(**{**flux.__dict__, "family": "flux"})
+    with pytest.raises(UserError, match="flux model"):
+        hpp_plan(adapter, flux, 0.8, original_parameters=total)
+
+
+# ----- surgery, saving and reloading ----------------------------------------------------
+
+
+def aligned(module):
+    """Copy every tensor out of the safetensors memory map: unaligned views take other BLAS
+    paths than fresh tensors, which changes float rounding (about 1e-7), not the model."""
+    for param in module.parameters():
+        param.data = param.data.clone()
+    return module
+
+
+def transformer_inputs(transformer) -> dict:
+    g = torch.Generator().manual_seed(1)
+    text = torch.randn(1, 7, 64, generator=g)
+    if type(transformer).__name__.startswith("Flux"):
+        return dict(
+            hidden_states=torch.randn(1, 16, 16, generator=g),
+            encoder_hidden_states=text,
+            pooled_projections=torch.randn(1, 32, generator=g),
+            timestep=torch.tensor([0.5]),
+            img_ids=torch.zeros(16, 3),
+            txt_ids=torch.zeros(7, 3),
+            return_dict=False,
+        )
+    return dict(
+        hidden_states=torch.randn(1, 4, 8, 8, generator=g),
+        encoder_hidden_states=text,
+        pooled_projections=torch.randn(1, 64, generator=g),
+        timestep=torch.tensor([500.0]),
+        return_dict=False,
+    )
+
+
+@torch.no_grad()
+def run(transformer, inputs):
+    return transformer(**inputs)[0]
+
+
+CASES = {
+    "sd3": "2-3,0:norm1_context,5:ff",
+    "sd35": "1,4,0:attn2,2:ff_context,7:norm1",
+    "flux": "1,6-7,0:ff,4:attn,5:mlp,9:attn,9:mlp,10:norm",
+}
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+def test_pruned_model_reloads_exactly_with_plain_diffusers_and_the_project_loader(
+    arch, toy_model_dir, tmp_path
+) -> None:
+    from diffusers import DiffusionPipeline
+
+    out = tmp_path / "pruned"
+    plan, pruned = prune_model(
+        toy_model_dir(arch), out, lambda a, o: explicit_plan(a, CASES[arch], original_parameters=o)
+    )
+    inputs = transformer_inputs(pruned)
+    expected = run(pruned, inputs)
+    plain = aligned(DiffusionPipeline.from_pretrained(out).transformer.eval())
+    ours = aligned(load_transformer(out))
+    assert torch.equal(run(plain, inputs), expected)
+    torch.testing.assert_close(run(ours, inputs), expected, rtol=0, atol=1e-6)
+    adapter = get_adapter(ours)
+    assert adapter.total_params() == get_adapter(pruned).total_params() == plan.parameters_after
+    assert get_adapter(plain).total_params() > adapter.total_params()  # neutral weights cost memory
+    record = read_record(out)
+    assert record.kept_blocks == [
+        i
+        for i in range(len(record.kept_blocks) + len(record.removed_blocks))
+        if i not in record.removed_blocks
+    ]
+    assert record.pruning["method"] == "explicit" and record.history[-1]["stage"] == "prune"
+    assert record.parent_fingerprint == model_fingerprint(toy_model_dir(arch))
+    # every other component is shared with the parent, not rewritten
+    parent_vae = toy_model_dir(arch) / "vae" / "diffusion_pytorch_model.safetensors"
+    assert (
+        out / "vae" / "diffusion_pytorch_model.safetensors"
+    ).stat().st_ino == parent_vae.stat().st_ino
+
+
+def test_config_counts_and_records_per_architecture(toy_model_dir, tmp_path) -> None:
+    prune_model(
+        toy_model_dir("sd35"),
+        tmp_path / "sd35",
+        lambda a, o: explicit_plan(a, CASES["sd35"], original_parameters=o),
+    )
+    config = json.loads((tmp_path / "sd35" / "transformer" / "config.json").read_text())
+    assert config["num_layers"] == 6 and config["dual_attention_layers"] == [0, 1]
+    record = read_record(tmp_path / "sd35")
+    assert record.kept_blocks == [0, 2, 3, 5, 6, 7] and record.removed_blocks == [1, 4]
+    assert record.removed_subcomponents == [
+        {"block": 0, "component": "attn2"},
+        {"block": 2, "component": "ff_context"},
+        {"block": 7, "component": "norm1"},
+    ]
+    prune_model(
+        toy_model_dir("flux"),
+        tmp_path / "flux",
+        lambda a, o: explicit_plan(a, CASES["flux"], original_parameters=o),
+    )
+    config = json.loads((tmp_path / "flux" / "transformer" / "config.json").read_text())
+    assert (config["num_layers"], config["num_single_layers"]) == (3, 6)
+
+
+def test_pruning_twice_keeps_original_indices(toy_model_dir, tmp_path) -> None:
+    first = tmp_path / "first"
+    prune_model(
+        toy_model_dir("flux"),
+        first,
+        lambda a, o: explicit_plan(a, "1,5:mlp", original_parameters=o),
+    )
+    # current block 4 is original 5 (its mlp already removed), current 8 is original 9
+    plan, pruned = prune_model(
+        first, tmp_path / "second", lambda a, o: explicit_plan(a, "8,4:attn", original_parameters=o)
+    )
+    record = read_record(tmp_path / "second")
+    assert record.removed_blocks == [1, 9]
+    assert record.removed_subcomponents == [
+        {"block": 5, "component": "mlp"},
+        {"block": 5, "component": "attn"},
+    ]
+    assert record.kept_blocks == [0, 2, 3, 4, 5, 6, 7, 8, 10, 11]
+    assert [h["stage"] for h in record.history] == ["toy-model", "prune", "prune"]
+    reloaded = aligned(load_transformer(tmp_path / "second"))
+    torch.testing.assert_close(
+        run(reloaded, transformer_inputs(pruned)),
+        run(pruned, transformer_inputs(pruned)),
+        rtol=0,
+        atol=1e-6,
+    )
+    assert plan.kept_fraction < 1
+
+
+def test_the_flux_trap_and_the_sd3_refusal_without_the_config_update(
+    toy_model_dir, tmp_path
+) -> None:
+    """Saved without updating the config, FLUX reloads deleted blocks as random weights."""
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    flux = load_transformer(toy_model_dir("flux"))
+    counts = dict(
+        num_layers=flux.config.num_layers, num_single_layers=flux.config.num_single_layers
+    )
+    get_adapter(flux).remove_blocks([2, 8])
+    expected = run(flux, transformer_inputs(flux))
+    flux.register_to_config(**counts)  # the mistake: the old counts stay in config.json
+    flux.save_pretrained(tmp_path / "flux-trap")
+    # diffusers only warns: the deleted positions are left on the meta device by default,
+    # or initialised at random with low_cpu_mem_usage=False; either way the model is wrong
+    trapped = FluxTransformer2DModel.from_pretrained(tmp_path / "flux-trap")
+    assert len(trapped.transformer_blocks) == 4 and len(trapped.single_transformer_blocks) == 8
+    assert any(p.is_meta for p in trapped.parameters())
+    trapped = FluxTransformer2DModel.from_pretrained(
+        tmp_path / "flux-trap", low_cpu_mem_usage=False
+    )
+    assert not torch.allclose(run(trapped.eval(), transformer_inputs(flux)), expected, atol=1e-3)
+    prune_model(
+        toy_model_dir("flux"),
+        tmp_path / "flux-ok",
+        lambda a, o: explicit_plan(a, "2,8", original_parameters=o),
+    )
+    right = aligned(
+        FluxTransformer2DModel.from_pretrained(tmp_path / "flux-ok" / "transformer").eval()
+    )
+    torch.testing.assert_close(run(right, transformer_inputs(flux)), expected, rtol=0, atol=1e-6)
+
+    sd3 = load_transformer(toy_model_dir("sd3"))
+    get_adapter(sd3).remove_blocks([2])
+    sd3.register_to_config(num_layers=8)
+    sd3.save_pretrained(tmp_path / "sd3-trap")
+    with pytest.raises((RuntimeError, ValueError, OSError)):
+        SD3Transformer2DModel.from_pretrained(tmp_path / "sd3-trap")
+
+
+def test_pruned_pipeline_renders_the_same_image_with_either_loader(toy_model_dir, tmp_path) -> None:
+    from diffusers import DiffusionPipeline
+
+    out = tmp_path / "pruned"
+    prune_model(toy_model_dir("sd3"), out, lambda a, o: bk_sdm_plan(a, 0.7, original_parameters=o))
+    kwargs = dict(
+        num_inference_steps=2, height=32, width=32, max_sequence_length=16, output_type="np"
+    )
+    images = []
+    for pipe in (DiffusionPipeline.from_pretrained(out), load_pipeline(out)):
+        pipe.set_progress_bar_config(disable=True)
+        images.append(
+            pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images[0]
+        )
+    assert (images[0] == images[1]).all()
+
+
+# ----- the command ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def contrib_file(sd3_toy_dir, tmp_path_factory):
+    from generation.contrib import run_contrib
+    from generation.prompts import Prompt
+
+    out = tmp_path_factory.mktemp("prune-contrib") / "contrib.json"
+    prompts = [Prompt(prompt_id="p", text="a blue square", category="", metadata={})]
+    run_contrib(
+        sd3_toy_dir,
+        prompts,
+        [0],
+        out,
+        steps=2,
+        height=32,
+        width=32,
+        max_sequence_length=16,
+        progress=False,
+    )
+    return out
+
+
+def test_prune_command_methods(sd3_toy_dir, contrib_file, tmp_path) -> None:
+    runner = CliRunner()
+    base = ["prune", "--model", str(sd3_toy_dir)]
+    for method in ("hpp", "koala", "bk-sdm", "bk-sdm-uniform"):
+        out = tmp_path / method
+        args = [*base, "--plan", method, "--budget", "0.75", "--out", str(out)]
+        if method in ("hpp", "koala"):
+            args += ["--contrib", str(contrib_file)]
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert f"method {method}" in result.output and "remove blocks" in result.output
+        record = read_record(out)
+        assert record.pruning["method"] == method and record.pruning["kept_fraction"] <= 0.75
+    result = runner.invoke(
+        main, [*base, "--remove", "1-2,4:ff", "--out", str(tmp_path / "explicit")]
+    )
+    assert result.exit_code == 0, result.output
+    assert read_record(tmp_path / "explicit").removed_subcomponents == [
+        {"block": 4, "component": "ff"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--plan", "hpp", "--budget", "1.2"], "strictly between 0 and 1"),
+        (["--plan", "hpp", "--budget", "0"], "strictly between 0 and 1"),
+        (["--plan", "hpp", "--budget", "0.8"], "needs --contrib"),
+        (["--plan", "bk-sdm"], "needs --budget"),
+        (["--plan", "hpp", "--method", "koala", "--budget", "0.8"], "disagree"),
+        (["--remove", "0-7"], "must stay last"),
+        (["--remove", "0-6,99"], "out of range"),
+        (["--remove", "2", "--budget", "0.5"], "takes no --budget"),
+        ([], "either --plan"),
+    ],
+)
+def test_prune_command_bad_input_leaves_nothing_behind(
+    sd3_toy_dir, tmp_path, extra, message
+) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["prune", "--model", str(sd3_toy_dir), "--out", str(out), *extra]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_command_refuses_bad_models_and_contrib_files(
+    toy_model_dir, contrib_file, tmp_path
+) -> None:
+    runner = CliRunner()
+    flux = toy_model_dir("flux")
+    result = runner.invoke(
+        main, ["prune", "--model", str(flux), "--remove", "0-11", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "every block" in result.output
+    result = runner.invoke(
+        main,
+        ["prune", "--model", str(tmp_path / "nope"), "--remove", "1", "--out", str(tmp_path / "o")],
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+    args = [
+        "prune",
+        "--model",
+        str(flux),
+        "--plan",
+        "hpp",
+        "--budget",
+        "0.8",
+        "--contrib",
+        str(contrib_file),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and "measured on another model" in result.output
+    result = runner.invoke(main, [*args, "--ignore-fingerprint"])
+    assert result.exit_code == 2 and "flux model" in result.output
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "hprune-contrib", "version": 1, "entries": []}')
+    args[args.index(str(contrib_file))] = str(broken)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2 and "malformed" in result.output
+    # a quantised model is pruned before quantising, never after
+    quantised = tmp_path / "quantised"
+    shutil.copytree(flux, quantised)
+    record_file = quantised / "transformer" / "hprune_record.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "quantization": {"scheme": "nf4"}}))
+    result = runner.invoke(
+        main, ["prune", "--model", str(quantised), "--remove", "1", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "quantised" in result.output
+    assert not (tmp_path / "o").exists()
