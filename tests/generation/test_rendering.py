@@ -361,3 +361,41 @@ def test_sharded_render_over_two_processes_equals_one_process(setup, rendered, t
     }
     assert by_item(out) == single
     assert len(list((out / "images").iterdir())) == 4
+
+
+def test_pruned_and_quantised_models_are_variants(sd3_toy_dir, tmp_path):
+    """Models written by ``hprune prune`` and ``hprune quantize``, and a variant quantised on load."""
+    from generation.rendering import render_stimuli
+
+    pruned, nf4 = tmp_path / "pruned", tmp_path / "pruned-nf4"
+    for args in (
+        ["prune", "--model", str(sd3_toy_dir), "--remove", "5-6", "--out", str(pruned)],
+        ["quantize", "--model", str(pruned), "--scheme", "nf4", "--out", str(nf4)],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    options = "pipeline: {steps: 2, guidance: 0.0, resolution: 32}"
+    (tmp_path / "variants.yaml").write_text(
+        f"- {{name: original, model: {sd3_toy_dir}, reference: true, {options}}}\n"
+        f"- {{name: pruned, model: pruned, {options}}}\n"
+        f"- {{name: pruned-nf4, model: pruned-nf4, {options}}}\n"
+        f"- {{name: pruned-nf4-on-load, model: pruned, quantization: nf4, {options}}}\n"
+    )
+    variants = read_variants(tmp_path / "variants.yaml")
+    prompt = [read_prompts_text(tmp_path, "a red circle")]
+    summary = render_stimuli(variants, prompt, [0], tmp_path / "stimuli", progress=False)
+    assert summary.complete and summary.rendered == 4
+    rows = {row.variant: row for row in verify_manifest(tmp_path / "stimuli")}
+    assert rows["original"].sha256 != rows["pruned"].sha256 != rows["pruned-nf4"].sha256
+    fingerprints = {name: row.model_fingerprint for name, row in rows.items()}
+    assert len({fingerprints["original"], fingerprints["pruned"], fingerprints["pruned-nf4"]}) == 3
+    assert (
+        fingerprints["pruned-nf4-on-load"] == fingerprints["pruned"]
+    )  # same files, quantised in memory
+    # a saved nf4 model and the same model quantised on load draw the same image
+    assert rows["pruned-nf4"].sha256 == rows["pruned-nf4-on-load"].sha256
+
+
+def read_prompts_text(folder: Path, text: str):
+    (folder / "prompts.txt").write_text(text + "\n")
+    return read_prompts(folder / "prompts.txt")[0]
