@@ -1,5 +1,7 @@
 """Bradley-Terry fit time: hprune's ML on unique rows against choix's ``ilsr_pairwise``.
 
+Also the dashboard's ``analysis.live.live_scores`` on 10,000 responses (goal < 50 ms).
+
 Both fit the same simulated comparisons (random pairs, Bradley-Terry outcomes from known
 scores) in one run. hprune's time includes collapsing the raw (winner, loser) arrays into
 count-weighted unique rows; choix gets its list of (winner, loser) tuples ready-made. The
@@ -20,6 +22,8 @@ from scipy.special import expit
 
 from analysis.bradley_terry import bradley_terry_model
 from analysis.comparisons import collapse
+from analysis.live import live_scores
+from analysis.simulate import PairDesign, simulate_pairs
 
 
 def simulate(n_items: int, n_comparisons: int, seed: int):
@@ -71,6 +75,12 @@ def main() -> None:
             f"| {n_items} | {n_comparisons:,} | {unique:,} | {1e3 * t_est:.1f} ms | "
             f"{1e3 * t_full:.1f} ms | {1e3 * t_choix:.1f} ms | {t_choix / t_est:.0f}x | {diff:.1e} |"
         )
+
+    names = tuple(f"v{i}" for i in range(10))
+    responses = simulate_pairs(PairDesign(names, 100, 100), -0.1 * np.arange(10), seed=0)
+    live_scores(responses)
+    t_live, _ = best_of(max(args.repeats, 5), partial(live_scores, responses))
+    print(f"\nlive_scores on {len(responses):,} responses (10 variants): {1e3 * t_live:.1f} ms")
 
 
 if __name__ == "__main__":
