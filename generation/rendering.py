@@ -383,6 +383,8 @@ def _consolidate(out: Path) -> list[ManifestRow]:
     write_manifest(out, rows)
     for journal in journals:
         journal.unlink()
+    with contextlib.suppress(OSError):  # another process's journal may still be open there
+        (out / JOURNAL_DIR).rmdir()
     return rows
 
 
