@@ -191,6 +191,9 @@ def run_contrib(
         "parts": [list(p) for p in chosen],
     }
 
+    path = journal_path(out)
+    done = {} if restart else read_journal(path, header)
+
     with adapter.capture_block_similarity() as similarity:
         baseline_images = render(pipe, items, options, batch_size=batch_size)
 
@@ -201,8 +204,6 @@ def run_contrib(
     baseline_scores = score(baseline_images)
     baseline = float(np.mean(baseline_scores))
 
-    path = journal_path(out)
-    done = {} if restart else read_journal(path, header)
     journal = Journal(path, header, fresh=restart or not done)
     try:
         with tqdm(
