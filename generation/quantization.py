@@ -73,7 +73,6 @@ class QuantizationSpec:
     compute_dtype: str  # "bfloat16", "float16", "float32"
     modules: tuple[str, ...]  # qualified names of the quantised nn.Linear layers
     blocksize: int = BLOCKSIZE_4BIT
-    double_quant: bool = False
     int8_threshold: float = INT8_THRESHOLD
     bitsandbytes_version: str = bnb.__version__
 
@@ -121,9 +120,14 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 def quantizable_linears(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
-    """Every plain ``nn.Linear`` of ``model`` (bitsandbytes layers subclass it and are skipped)."""
+    """Every plain ``nn.Linear`` of ``model`` that has weights (bitsandbytes layers subclass
+    it and are skipped; pruning can leave a layer with no inputs, only its bias)."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not is_quantized_layer(module):
+        if (
+            isinstance(module, nn.Linear)
+            and not is_quantized_layer(module)
+            and module.in_features * module.out_features > 0
+        ):
             yield name, module
 
 
@@ -148,7 +152,7 @@ def _empty_quantized_layer(
         out_features,
         bias=bias,
         compute_dtype=spec.torch_dtype,
-        compress_statistics=spec.double_quant,
+        compress_statistics=False,  # no double quantisation: absmax stays float32
         quant_type=spec.scheme,
         device="meta",
     )
@@ -158,7 +162,6 @@ def _empty_quantized_layer(
     layer.support_avx512bf16_for_cpu = bool(
         layer.support_avx512bf16_for_cpu
         and spec.torch_dtype == torch.bfloat16
-        and not spec.double_quant
         and out_features % _CPU_PACK_ROWS == 0
         and in_features % spec.blocksize == 0
     )
@@ -178,7 +181,7 @@ def _quantize_linear(linear: nn.Linear, spec: QuantizationSpec, device: torch.de
             weight,
             requires_grad=False,
             blocksize=spec.blocksize,
-            compress_statistics=spec.double_quant,
+            compress_statistics=False,
             quant_type=spec.scheme,
             module=layer,
         )

@@ -139,6 +139,26 @@ def test_int8_and_fp4_round_trip(toy_model_dir, quantized_dirs):
         assert torch.equal(run(reloaded, inputs), run(in_memory, inputs))
 
 
+def test_pruned_model_quantises_and_reloads(toy_model_dir, tmp_path):
+    """prune -> quantize: the recorded subcomponent removal is rebuilt before the weights
+    load (a FLUX single block without attention and MLP keeps a bias-only proj_out)."""
+    pruned, quantized = tmp_path / "pruned", tmp_path / "quantized"
+    spec = "1,2:ff,6:attn,6:mlp,7:norm"
+    result = hprune("prune", "--model", toy_model_dir("flux"), "--remove", spec, "--out", pruned)
+    assert result.exit_code == 0, result.output
+    result = hprune("quantize", "--model", pruned, "--scheme", "nf4", "--out", quantized)
+    assert result.exit_code == 0, result.output
+    in_memory = load_transformer(pruned)
+    quantization.quantize_transformer(in_memory, "nf4", progress=False)
+    pipe = load_pipeline(quantized)
+    inputs = denoising_inputs(in_memory)
+    assert torch.equal(run(pipe.transformer, inputs), run(in_memory, inputs))
+    assert np.isfinite(render(pipe)).all()
+    record = read_record(quantized)
+    assert [entry["stage"] for entry in record.history][-2:] == ["prune", "quantize"]
+    assert len(record.removed_subcomponents) == 4 and record.removed_blocks == [1]
+
+
 def test_other_components_are_linked_not_rewritten(toy_model_dir, quantized_dirs):
     source, directory = toy_model_dir("sd3"), quantized_dirs("sd3")
     for path in (source / "vae").iterdir():
