@@ -3,7 +3,8 @@
 Runs the trainer's own ``prepare_training`` and ``training_step`` on random-weight SD3
 transformers fed synthetic latents and text embeddings (no encoders, no data on disk), for a
 pruned student with the preserved prefix frozen (PWP) and binary SGDistill weights. Variants,
-measured side by side in one run, each in a fresh subprocess (so peak memory is its own):
+timed side by side in one process with their steps interleaved (so a busy machine slows
+them alike), and each run alone in a fresh subprocess for its peak memory:
 
 - ``shared``: the default; the student's frozen prefix reuses the teacher's activations;
 - ``unshared``: ``--no-shared-prefix``, the student recomputes its frozen prefix;
@@ -39,7 +40,7 @@ VARIANTS = {
 }
 # name: (transformer spec, removed original blocks, latent side, batch, text tokens)
 SIZES = {
-    "small": ({}, [5, 6], 8, 4, 93),
+    "small": ({}, "5-6", 8, 4, 93),
     "medium": (
         {
             "num_layers": 12,
@@ -49,12 +50,12 @@ SIZES = {
             "clip_projection_dim": 128,
             "t5_d_model": 256,
         },
-        [8, 9],
+        "8-9",
         16,
         4,
         93,
     ),
-    "full": ({}, [25, 26, 27, 28, 31, 32, 33, 34], 128, 1, 333),
+    "full": ({}, "25-28,31-34", 128, 1, 333),
 }
 
 
@@ -64,6 +65,8 @@ def build(size: str):
 
     from generation.adapters import get_adapter
     from generation.model_record import record_for_transformer
+    from generation.pruning import apply_plan, explicit_plan
+    from generation.pruning.surgery import pruned_record
 
     spec_kw, removed, latent, batch, tokens = SIZES[size]
     torch.manual_seed(0)
@@ -71,8 +74,12 @@ def build(size: str):
         from diffusers import SD3Transformer2DModel
 
         config = json.loads((ARCHITECTURES / "stable-diffusion-3.5-large-turbo.json").read_text())
-        with torch.device("cuda"):
-            teacher = SD3Transformer2DModel.from_config(config).to(torch.bfloat16)
+        torch.set_default_dtype(torch.bfloat16)  # build in bf16 directly: 16 GB, not 32 GB then 16
+        try:
+            with torch.device("cuda"):
+                teacher = SD3Transformer2DModel.from_config(config)
+        finally:
+            torch.set_default_dtype(torch.float32)
     else:
         from generation.toy_models import ToySpec, build_sd3_transformer
 
@@ -80,10 +87,12 @@ def build(size: str):
     teacher.eval()
     record = record_for_transformer(teacher)
     student = copy.deepcopy(teacher)
-    kept = get_adapter(student).remove_blocks(removed)
+    adapter = get_adapter(student)
+    plan = explicit_plan(adapter, removed, original_parameters=record.original_parameters)
+    student_record = pruned_record(
+        record, plan, apply_plan(adapter, plan), parent_fingerprint="benchmark"
+    )
     student = student.float()
-    student_record = record.with_history("benchmark")
-    student_record.kept_blocks, student_record.removed_blocks = kept, removed
     cfg = teacher.config
     shapes = {
         "latents": (batch, cfg.in_channels, latent, latent),
@@ -98,7 +107,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def child(size: str, variant: str, steps: int, threads: int) -> dict:
+def child(size: str, variants: list[str], steps: int, threads: int) -> dict:
+    """Time ``variants`` on one teacher, steps interleaved (A, B, C, A, B, C, ...), so that a busy
+    machine slows them alike; the process's peak memory is meaningful when only one variant runs."""
     import torch
     from accelerate import Accelerator
 
@@ -107,48 +118,63 @@ def child(size: str, variant: str, steps: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     gpu = size == "full"
-    teacher, student, t_rec, s_rec, shapes = build(size)
-    if gpu:
-        student = student.to("cuda")
-    pair = make_pair(None, student, t_rec, s_rec, teacher_fingerprint="benchmark", teacher=teacher)
-    config = DistillConfig(
-        teacher="-", student="-", data="-", out="-", steps=steps, batch_size=shapes["latents"][0],
-        mixed_precision="bf16" if gpu else "no", **VARIANTS[variant],
-    )  # fmt: skip
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
-    )
-    trainee = prepare_training(pair, config, accelerator)
+    teacher, pruned, t_rec, s_rec, shapes = build(size)
+    trainees = {}
+    for variant in variants:
+        student = copy.deepcopy(pruned).to("cuda" if gpu else "cpu")
+        pair = make_pair(
+            None, student, t_rec, s_rec, teacher_fingerprint="benchmark", teacher=teacher
+        )
+        config = DistillConfig(
+            teacher="-", student="-", data="-", out="-", steps=steps, batch_size=shapes["latents"][0],
+            mixed_precision="bf16" if gpu else "no", **VARIANTS[variant],
+        )  # fmt: skip
+        accelerator = Accelerator(
+            mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+        )
+        trainees[variant] = prepare_training(pair, config, accelerator)
+    del pruned
     g = torch.Generator().manual_seed(0)
     batch = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
     params = {
         "teacher": sum(p.numel() for p in teacher.parameters()),
         "student": sum(p.numel() for p in student.parameters()),
-        "trainable": sum(p.numel() for p in trainee.trainable),
+        "trainable": sum(p.numel() for p in trainees[variants[0]].trainable),
     }
     base = rss_mb()
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
-    times = []
-    with trainee:
-        for i in range(steps + 2):
-            start = time.perf_counter()
-            terms = training_step(trainee, batch, torch.Generator().manual_seed(i))
-            if gpu:
-                torch.cuda.synchronize()
-            if i >= 2:  # the first steps allocate AdamW's state and warm caches
-                times.append(time.perf_counter() - start)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(steps + 2):
+        for variant, trainee in trainees.items():
+            with trainee:
+                start = time.perf_counter()
+                training_step(trainee, batch, torch.Generator().manual_seed(i))
+                if gpu:
+                    torch.cuda.synchronize()
+                if i >= 2:  # the first steps allocate AdamW's state and warm caches
+                    times[variant].append(time.perf_counter() - start)
     if gpu:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "size": size, "variant": variant, "params": params, "step_ms": 1000 * statistics.median(times),
-        "base_mb": base, "peak_mb": peak, "shared_prefix_blocks": trainee.shared_prefix_length,
-        "loss": terms["total"],
+        "params": params, "base_mb": base, "peak_mb": peak,
+        "step_ms": {v: 1000 * statistics.median(t) for v, t in times.items()},
+        "shared_prefix_blocks": {v: t.shared_prefix_length for v, t in trainees.items()},
     }  # fmt: skip
+
+
+def run_child(size: str, variants: list[str], steps: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", size, ",".join(variants), "--steps", str(steps),
+           "--threads", str(threads)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if out.returncode:
+        sys.exit(f"{size}/{variants} failed:\n{out.stderr[-3000:]}")
+    print(f"  measured {size}: {', '.join(variants)}", file=sys.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -160,34 +186,39 @@ def main() -> None:
     parser.add_argument(
         "--full-size", action="store_true", help="SD3.5-Large-Turbo on a CUDA GPU instead"
     )
-    parser.add_argument("--child", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("SIZE", "VARIANTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, args.steps, args.threads)))
+        size, variants = args.child
+        print(json.dumps(child(size, variants.split(","), args.steps, args.threads)))
         return
     sizes = ["full"] if args.full_size else ["small", "medium"]
     rows = []
     for size in sizes:
-        for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", size, variant, "--steps", str(args.steps),
-                   "--threads", str(args.threads)]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-            if out.returncode:
-                sys.exit(f"{size}/{variant} failed:\n{out.stderr[-3000:]}")
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  measured {size}/{variant}", file=sys.stderr)
+        # memory: one process per variant; time: all variants interleaved in one process (CPU),
+        # or each in its own process on the GPU (where three copies would not fit)
+        alone = {
+            v: run_child(size, [v], 2 if not args.full_size else args.steps, args.threads)
+            for v in VARIANTS
+        }
+        together = (
+            None if args.full_size else run_child(size, list(VARIANTS), args.steps, args.threads)
+        )
+        for v in VARIANTS:
+            ms = (together or alone[v])["step_ms"][v]
+            rows.append({"size": size, "variant": v, "ms": ms, **{k: alone[v][k] for k in ("params", "base_mb", "peak_mb")},
+                         "prefix": alone[v]["shared_prefix_blocks"][v]})  # fmt: skip
     memory = "GPU max allocated" if args.full_size else "process peak RSS"
-    print(
-        f"| size | teacher / student / trainable params | variant | step ms (median) | vs unshared | {memory} MB (models alone) |"
-    )
+    print(f"| size | teacher / student / trainable params | variant | step ms (median of {args.steps}) "
+          f"| vs unshared | {memory} MB (before the first step) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for row in rows:
         ref = next(r for r in rows if r["size"] == row["size"] and r["variant"] == "unshared")
         p = row["params"]
         print(
             f"| {row['size']} | {p['teacher'] / 1e6:.2f}M / {p['student'] / 1e6:.2f}M / {p['trainable'] / 1e6:.2f}M "
-            f"| {row['variant']} (prefix {row['shared_prefix_blocks']}) | {row['step_ms']:.1f} "
-            f"| {row['step_ms'] / ref['step_ms']:.2f}x | {row['peak_mb']:.0f} ({row['base_mb']:.0f}) |"
+            f"| {row['variant']} (prefix {row['prefix']}) | {row['ms']:.1f} "
+            f"| {row['ms'] / ref['ms']:.2f}x | {row['peak_mb']:.0f} ({row['base_mb']:.0f}) |"
         )
 
 

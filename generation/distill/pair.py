@@ -8,8 +8,6 @@ subcomponents aside). Anything else is a ``UserError`` before any output is writ
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,39 +192,34 @@ def _check_shapes(teacher, student, teacher_blocks, student_blocks, list_names) 
 
 
 def read_sensitivity(path: str | Path, pair: DistillPair) -> dict[int, float]:
-    """Block sensitivities ΔP (original index -> score drop) from a contrib.json made on the teacher."""
-    raise NotImplementedError
+    """Block sensitivities ΔP (original index -> score drop) from a contrib.json measured on the teacher."""
+    from generation.contrib import read_contrib
+
+    contrib = read_contrib(path)
+    if contrib.model_fingerprint != pair.teacher_fingerprint or contrib.family != pair.family:
+        raise UserError(
+            f"{path} was measured on another model (fingerprint {contrib.model_fingerprint[:12]}, "
+            f"{contrib.family}), not on the teacher ({pair.teacher_fingerprint[:12]}, {pair.family})"
+        )
+    return {contrib.original_indices[i]: drop for i, drop in contrib.block_drops().items()}
 
 
 def save_student(pair: DistillPair, student: nn.Module, out: Path, history_entry: dict) -> None:
-    """Write the trained student into ``out`` as a complete pipeline folder hprune and diffusers both load.
+    """Write the trained student into ``out`` as a complete pipeline folder that hprune and diffusers load.
 
-    Every component but the transformer comes from the student's folder (hard-linked where
-    possible: they did not change). The transformer is rebuilt with its full stored structure
-    (removed subcomponents keep their neutral weights, so plain ``from_pretrained`` computes what
-    the pruned model computes), the trained tensors are put on top, and it is saved in the dtype
-    the student was stored in. The record gains a ``distill`` history entry.
+    The same layout ``hprune prune`` writes (``generation.pruning``): the other components
+    hard-linked from the student's folder, the transformer in its full structure with neutral
+    weights for removed subcomponents, in the dtype the student was stored in, and the record
+    with one more history entry.
     """
     from generation.model_record import write_record
+    from generation.pruning import save_transformer
+    from generation.pruning.surgery import link_tree
 
-    source = pair.student_dir
-    for item in source.iterdir():
-        if item.name == "transformer" or item.name.startswith("."):
-            continue
-        if item.is_dir():
-            _link_or_copy_tree(item, out / item.name)
-        else:
-            _link_or_copy(item, out / item.name)
-    dtype = stored_dtype(source / "transformer")
-    full = type(student).from_pretrained(source / "transformer", torch_dtype=dtype)
-    trained = {k: v.detach().to("cpu") for k, v in student.state_dict().items()}
-    missing, unexpected = full.load_state_dict(trained, strict=False)
-    removed = {(e["block"], e["component"]) for e in pair.student_record.removed_subcomponents}
-    if unexpected or (missing and not removed):
-        raise RuntimeError(
-            f"the trained student does not fit its stored structure: {unexpected or missing}"
-        )
-    full.save_pretrained(out / "transformer")
+    link_tree(pair.student_dir, out, skip={"transformer"})
+    save_transformer(
+        student.to(stored_dtype(pair.student_dir / "transformer")), out / "transformer"
+    )
     write_record(out, pair.student_record.with_history(**history_entry))
 
 
@@ -242,16 +235,3 @@ def stored_dtype(folder: Path) -> torch.dtype:
                 if found is not None:
                     return found
     return torch.float32
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _link_or_copy_tree(src: Path, dst: Path) -> None:
-    """Copy a folder, hard-linking files where the file system allows (the text encoders are gigabytes)."""
-
-    shutil.copytree(src, dst, copy_function=_link_or_copy)

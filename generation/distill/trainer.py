@@ -134,6 +134,7 @@ class DistillResult:
 def distill(config: DistillConfig) -> DistillResult:
     """Run (or resume) one distillation; write ``config.out`` when ``config.steps`` are done."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     out = Path(config.out)
@@ -146,6 +147,9 @@ def distill(config: DistillConfig) -> DistillResult:
     mixed_precision = config.mixed_precision
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    # A run owns accelerate's process-wide settings (mixed precision): forget an earlier run's,
+    # so that several runs can share one process (a notebook, the tests); the process group stays.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # CPU processes (gloo) under torchrun/accelerate launch
         mixed_precision=mixed_precision,
@@ -209,7 +213,7 @@ def distill(config: DistillConfig) -> DistillResult:
         unit="step",
         disable=not (config.show_progress and accelerator.is_main_process),
     )
-    window: list[dict] = []
+    window = _pending_losses(ckpt_root, start)  # a resumed run finishes the interrupted log window
     step = start
     with trainee, _StopRequest() as stop:
         while step < end and not stop.requested:
@@ -228,7 +232,7 @@ def distill(config: DistillConfig) -> DistillResult:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{window[-1]['total']:.4g}", out=f"{window[-1]['output_kd']:.4g}")
-            if step % config.log_every == 0 or step == end:
+            if step % config.log_every == 0 or step == config.steps:
                 run_log.append_losses(step, window)
                 window = []
             if (
@@ -236,7 +240,7 @@ def distill(config: DistillConfig) -> DistillResult:
                 or (step == end < config.steps)
                 or stop.requested
             ):
-                _save_checkpoint(accelerator, ckpt_root, step, config.keep_checkpoints)
+                _save_checkpoint(accelerator, ckpt_root, step, config.keep_checkpoints, window)
     bar.close()
     student = trainee.student
 
@@ -562,7 +566,16 @@ def _check_same_inputs(saved: dict, teacher_fingerprint: str, dataset: str) -> N
         raise UserError("--resume: the training data changed since the checkpoints were made")
 
 
-def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
+def _pending_losses(root: Path, step: int) -> list[dict]:
+    """The losses of the unfinished log window saved with the checkpoint of ``step`` (none for a fresh run)."""
+    if not step:
+        return []
+    return json.loads((_checkpoint_path(root, step) / "progress.json").read_text())[
+        "pending_losses"
+    ]
+
+
+def _save_checkpoint(accelerator, root: Path, step: int, keep: int, pending: list[dict]) -> None:
     """Save the full training state for ``step``, atomically; keep the newest ``keep`` checkpoints."""
     path = _checkpoint_path(root, step)
     tmp = root / f".{path.name}.tmp"
@@ -574,7 +587,8 @@ def _save_checkpoint(accelerator, root: Path, step: int, keep: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_text(
-            tmp / "progress.json", json.dumps({"step": step, "saved_at": time.time()})
+            tmp / "progress.json",
+            json.dumps({"step": step, "saved_at": time.time(), "pending_losses": pending}),
         )
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)

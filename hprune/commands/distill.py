@@ -121,6 +121,12 @@ import click
     help="Recompute activations in backward to save memory.",
 )
 @click.option(
+    "--shared-prefix/--no-shared-prefix",
+    default=True,
+    show_default=True,
+    help="Let the student's frozen prefix reuse the teacher's activations (exact; skips recomputing it).",
+)
+@click.option(
     "--checkpoint-every",
     type=int,
     default=500,

@@ -1,0 +1,256 @@
+"""`hprune distill` end to end on toy SD3 and FLUX models (CPU, a few dozen steps, 32x32 images).
+
+One uninterrupted SD3 run is the reference the others are compared with: a run stopped and
+resumed, a run without the shared prefix, a run with inverse weighting.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from hprune.cli import main
+
+STEPS = 12
+COMMON = [
+    "--steps", str(STEPS), "--batch-size", "2", "--resolution", "32", "--max-sequence-length", "8",
+    "--lr", "2e-3", "--log-every", "2", "--checkpoint-every", "4", "--seed", "3",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two threads per op on a shared 2-core machine are several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def hprune(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if ok and result.exit_code != 0:
+        raise AssertionError(
+            f"hprune {' '.join(map(str, args))} failed:\n{result.output}"
+        ) from result.exception
+    return result
+
+
+def make_data(folder: Path, n: int = 8) -> Path:
+    """Tiny captioned images: coloured squares on a grey background, with exact captions."""
+    colours = {
+        "red": (220, 30, 30),
+        "green": (30, 200, 60),
+        "blue": (40, 60, 220),
+        "yellow": (230, 220, 40),
+    }
+    folder.mkdir(parents=True)
+    for i in range(n):
+        name, rgb = list(colours.items())[i % 4]
+        im = Image.new("RGB", (40, 32), (128, 128, 128))
+        left = 4 + 3 * i
+        im.paste(rgb, (left, 8, left + 14, 22))
+        im.save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(f"a {name} square")
+    return folder
+
+
+def weights(model: Path) -> dict[str, torch.Tensor]:
+    return load_file(model / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, toy_model_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("distill")
+    teacher = toy_model_dir("sd3")  # 8 joint blocks
+    student = root / "student"
+    hprune("prune", "--model", teacher, "--remove", "3-4", "--out", student)  # kept 0-2,5-7; K = 3
+    return {
+        "root": root,
+        "teacher": teacher,
+        "student": student,
+        "data": make_data(root / "data"),
+        "cache": root / "cache",
+    }
+
+
+def run(world, out: str, *extra: str, ok: bool = True):
+    return hprune(
+        "distill", "--teacher", world["teacher"], "--student", world["student"], "--data", world["data"],
+        "--cache-dir", world["cache"], "--out", world["root"] / out, *COMMON, *extra, ok=ok,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(world) -> Path:
+    run(world, "ref")
+    return world["root"] / "ref"
+
+
+def test_distilled_student_learns_keeps_frozen_prefix_and_reloads(world, reference) -> None:
+    from diffusers import DiffusionPipeline
+
+    from generation.loading import load_pipeline
+    from generation.model_record import read_record
+
+    log = json.loads((reference / "distill_log.json").read_text())
+    losses = [row["output_kd"] for row in log["losses"]]
+    assert len(losses) == STEPS // 2
+    assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
+    assert all("feature_kd/5" in row and "feature_kd/7" in row for row in log["losses"])
+    assert log["config"]["seed"] == 3 and log["frozen_blocks"] == [0, 1, 2]
+    assert log["shared_prefix_blocks"] == 3 and "git_commit" in log["runs"][0]
+
+    before, after = weights(world["student"]), weights(reference)
+    assert before.keys() == after.keys()
+    frozen = [
+        k for k in before if k.startswith(("pos_embed.", "time_text_embed.", "context_embedder."))
+    ]
+    frozen += [k for k in before if k.split(".")[:2] in (["transformer_blocks", "0"], ["transformer_blocks", "1"], ["transformer_blocks", "2"])]  # fmt: skip
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    trainable = [k for k in before if k not in frozen]
+    changed = [k for k in trainable if not torch.equal(before[k], after[k])]
+    assert len(changed) > 0.9 * len(trainable)
+    assert any(k.startswith("proj_out.") for k in changed)
+
+    record = read_record(reference)
+    assert record.kept_blocks == [0, 1, 2, 5, 6, 7]
+    assert record.history[-1]["stage"] == "distill" and record.history[-1]["frozen_blocks"] == [
+        0,
+        1,
+        2,
+    ]
+    plain = DiffusionPipeline.from_pretrained(reference)
+    assert plain.transformer.config.num_layers == 6
+    pipe = load_pipeline(reference)
+    image = pipe("a red square", num_inference_steps=2, height=32, width=32, max_sequence_length=8,
+                 generator=torch.Generator().manual_seed(0)).images[0]  # fmt: skip
+    assert image.size == (32, 32)
+    # the next stage takes it as it takes any pruned model
+    quantized = world["root"] / "ref-nf4"
+    hprune("quantize", "--model", reference, "--scheme", "nf4", "--out", quantized)
+    stages = [h["stage"] for h in read_record(quantized).history]
+    assert stages[-2:] == ["distill", "quantize"]
+
+
+def test_resume_after_a_forced_stop_is_exact(world, reference) -> None:
+    stopped = run(world, "resumed", "--stop-after", "5")
+    assert "stopped at step 5" in stopped.output
+    assert not (world["root"] / "resumed").exists()
+    again = run(world, "resumed", ok=False)
+    assert again.exit_code == 2 and "--resume" in again.output
+    run(world, "resumed", "--resume")
+    ref, resumed = weights(reference), weights(world["root"] / "resumed")
+    assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+    log = json.loads((world["root"] / "resumed" / "distill_log.json").read_text())
+    ref_log = json.loads((reference / "distill_log.json").read_text())
+    assert [r["total"] for r in log["losses"]] == [r["total"] for r in ref_log["losses"]]
+    assert [r["from_step"] for r in log["runs"]] == [0, 5]
+
+
+def test_shared_prefix_computes_exactly_what_the_full_student_computes(world, reference) -> None:
+    run(world, "unshared", "--no-shared-prefix")
+    ref, unshared = weights(reference), weights(world["root"] / "unshared")
+    assert all(torch.equal(ref[k], unshared[k]) for k in ref)
+
+
+def _block_change(before, after, block: int) -> float:
+    """Relative change ‖Δθ‖/‖θ‖ of one block (current position) of the student."""
+    keys = [k for k in before if k.startswith(f"transformer_blocks.{block}.")]
+    delta = sum(((after[k] - before[k]) ** 2).sum() for k in keys) ** 0.5
+    norm = sum((before[k] ** 2).sum() for k in keys) ** 0.5
+    return float(delta / norm)
+
+
+def test_inverse_weighting_moves_sensitive_blocks_less(world, reference) -> None:
+    from generation.loading import model_fingerprint
+
+    contrib = world["root"] / "contrib.json"
+    write_contrib(contrib, model_fingerprint(world["teacher"]), {5: 2.0, 6: 0.2, 7: 0.02}, n=8)
+    run(world, "inverse", "--weighting", "inverse", "--contrib", contrib)
+    log = json.loads((world["root"] / "inverse" / "distill_log.json").read_text())
+    assert log["block_weights"] == pytest.approx({"5": 0.01, "6": 0.1, "7": 1.0})
+    before = weights(world["student"])
+    binary, inverse = weights(reference), weights(world["root"] / "inverse")
+    # current positions 3, 4, 5 are original blocks 5 (most sensitive), 6, 7 (least)
+    b = [_block_change(before, binary, i) for i in (3, 4, 5)]
+    w = [_block_change(before, inverse, i) for i in (3, 4, 5)]
+    assert w[0] < w[1] < w[2]
+    assert w[0] / w[2] < 0.3 * (b[0] / b[2])
+
+
+def test_flux_distils_and_reloads(tmp_path, toy_model_dir) -> None:
+    from diffusers import DiffusionPipeline
+
+    teacher = toy_model_dir("flux")  # 4 double + 8 single blocks
+    student = tmp_path / "student"
+    hprune("prune", "--model", teacher, "--remove", "6-8", "--out", student)
+    out = tmp_path / "out"
+    result = hprune(
+        "distill", "--teacher", teacher, "--student", student, "--data", make_data(tmp_path / "data", 4),
+        "--out", out, "--no-cache", "--steps", "4", "--batch-size", "2", "--resolution", "32",
+        "--max-sequence-length", "8", "--lr", "2e-3", "--log-every", "2", "--mixed-precision", "bf16",
+    )  # fmt: skip
+    assert "wrote the distilled model" in result.output
+    log = json.loads((out / "distill_log.json").read_text())
+    assert log["frozen_blocks"] == [0, 1, 2, 3, 4, 5] and log["shared_prefix_blocks"] == 6
+    assert log["mixed_precision"] == "bf16"
+    before, after = weights(student), weights(out)
+    assert all(
+        torch.equal(before[k], after[k]) for k in before if k.startswith("transformer_blocks.")
+    )
+    assert not torch.equal(before["proj_out.weight"], after["proj_out.weight"])
+    assert DiffusionPipeline.from_pretrained(out).transformer.config.num_single_layers == 5
+
+
+# --- bad input: one line, exit 2, nothing written -------------------------------------------
+
+
+def write_contrib(path: Path, fingerprint: str, drops: dict[int, float], n: int) -> None:
+    """A contrib.json (generation.contrib's format) with chosen block drops for an ``n``-block SD3 model."""
+    from generation.contrib import CONTRIB_FORMAT, CONTRIB_VERSION
+
+    entries = [{"block": i, "component": "block", "drop": drops.get(i, 0.5)} for i in range(n)]
+    path.write_text(json.dumps({
+        "format": CONTRIB_FORMAT, "version": CONTRIB_VERSION, "model_fingerprint": fingerprint,
+        "family": "sd3", "num_blocks": n, "original_indices": list(range(n)),
+        "scorer": {"name": "fidelity", "higher_is_better": True}, "entries": entries,
+    }))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "case", ["not-descendant", "empty-data", "orphan-caption", "foreign-contrib", "unpruned"]
+)
+def test_bad_input(world, toy_model_dir, tmp_path, case) -> None:
+    args = {"--teacher": world["teacher"], "--student": world["student"], "--data": world["data"]}
+    extra: list[str] = []
+    if case == "not-descendant":
+        args["--teacher"] = toy_model_dir("sd35")
+    elif case == "empty-data":
+        args["--data"] = tmp_path / "empty"
+        args["--data"].mkdir()
+    elif case == "orphan-caption":
+        data = shutil.copytree(world["data"], tmp_path / "data")
+        (data / "img9.txt").write_text("a lonely caption")
+        args["--data"] = data
+    elif case == "foreign-contrib":
+        write_contrib(tmp_path / "contrib.json", "0" * 16, {5: 1.0, 6: 1.0, 7: 1.0}, n=8)
+        extra = ["--weighting", "inverse", "--contrib", str(tmp_path / "contrib.json")]
+    elif case == "unpruned":
+        args["--student"] = world["teacher"]
+    out = tmp_path / "out"
+    flat = [str(x) for kv in args.items() for x in kv]
+    result = hprune(
+        "distill", *flat, "--out", out, "--cache-dir", tmp_path / "cache", *COMMON, *extra, ok=False
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "Traceback" not in result.output
+    assert not out.exists() and not Path(f"{out}.checkpoints").exists()
