@@ -2,9 +2,11 @@
 
 Runs the trainer's own ``prepare_training`` and ``training_step`` on random-weight SD3
 transformers fed synthetic latents and text embeddings (no encoders, no data on disk), for a
-pruned student with the preserved prefix frozen (PWP) and binary SGDistill weights. Variants,
-timed side by side in one process with their steps interleaved (so a busy machine slows
-them alike), and each run alone in a fresh subprocess for its peak memory:
+pruned student with the preserved prefix frozen (PWP) and binary SGDistill weights. Variants
+are measured side by side in one process, their timed steps interleaved (so a busy machine
+slows them alike); peak memory is that of live torch tensors over each variant's first two
+steps (teacher + student + AdamW state + gradients + activations), from
+``generation.profiling.peak_memory`` (the CPU allocator's profiler events; CUDA's counters):
 
 - ``shared``: the default; the student's frozen prefix reuses the teacher's activations;
 - ``unshared``: ``--no-shared-prefix``, the student recomputes its frozen prefix;
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,66 +103,59 @@ def build(size: str):
     return teacher, student, record, student_record, shapes
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def child(size: str, variants: list[str], steps: int, threads: int) -> dict:
-    """Time ``variants`` on one teacher, steps interleaved (A, B, C, A, B, C, ...), so that a busy
-    machine slows them alike; the process's peak memory is meaningful when only one variant runs."""
+    """Measure ``variants`` on one teacher: peak tensor memory over each one's first two steps
+    (AdamW's state is created in the first), then steps timed interleaved (A, B, C, A, B, C, ...)
+    so that a busy machine slows them alike."""
     import torch
     from accelerate import Accelerator
 
     from generation.distill.pair import make_pair
     from generation.distill.trainer import DistillConfig, prepare_training, training_step
+    from generation.profiling import peak_memory
 
     torch.set_num_threads(threads)
-    gpu = size == "full"
+    device = "cuda" if size == "full" else "cpu"
     teacher, pruned, t_rec, s_rec, shapes = build(size)
-    trainees = {}
+    g = torch.Generator().manual_seed(0)
+    batch = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    trainees, memory = {}, {}
     for variant in variants:
-        student = copy.deepcopy(pruned).to("cuda" if gpu else "cpu")
+        student = copy.deepcopy(pruned).to(device)
         pair = make_pair(
             None, student, t_rec, s_rec, teacher_fingerprint="benchmark", teacher=teacher
         )
         config = DistillConfig(
             teacher="-", student="-", data="-", out="-", steps=steps, batch_size=shapes["latents"][0],
-            mixed_precision="bf16" if gpu else "no", **VARIANTS[variant],
+            mixed_precision="bf16" if device == "cuda" else "no", **VARIANTS[variant],
         )  # fmt: skip
         accelerator = Accelerator(
             mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
         )
-        trainees[variant] = prepare_training(pair, config, accelerator)
-    del pruned
-    g = torch.Generator().manual_seed(0)
-    batch = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+        trainee = trainees[variant] = prepare_training(pair, config, accelerator)
+        with trainee, peak_memory(device, teacher, student) as peak:
+            for i in range(2):
+                training_step(trainee, batch, torch.Generator().manual_seed(i))
+        memory[variant] = {
+            "models_mb": peak.start_bytes / 2**20,
+            "peak_mb": peak.total_bytes / 2**20,
+        }
     params = {
         "teacher": sum(p.numel() for p in teacher.parameters()),
-        "student": sum(p.numel() for p in student.parameters()),
+        "student": sum(p.numel() for p in pruned.parameters()),
         "trainable": sum(p.numel() for p in trainees[variants[0]].trainable),
     }
-    base = rss_mb()
-    if gpu:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() / 2**20
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for i in range(steps + 2):
+    for i in range(2, steps + 2):
         for variant, trainee in trainees.items():
             with trainee:
                 start = time.perf_counter()
                 training_step(trainee, batch, torch.Generator().manual_seed(i))
-                if gpu:
+                if device == "cuda":
                     torch.cuda.synchronize()
-                if i >= 2:  # the first steps allocate AdamW's state and warm caches
-                    times[variant].append(time.perf_counter() - start)
-    if gpu:
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                times[variant].append(time.perf_counter() - start)
     return {
-        "params": params, "base_mb": base, "peak_mb": peak,
+        "params": params, "memory": memory,
         "step_ms": {v: 1000 * statistics.median(t) for v, t in times.items()},
         "shared_prefix_blocks": {v: t.shared_prefix_length for v, t in trainees.items()},
     }  # fmt: skip
@@ -180,9 +174,12 @@ def run_child(size: str, variants: list[str], steps: int, threads: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--steps", type=int, default=10, help="timed steps per variant (after 2 warm-up steps)"
+        "--steps",
+        type=int,
+        default=10,
+        help="timed steps per variant (after 2 measured for memory)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (CPU sizes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU sizes)")
     parser.add_argument(
         "--full-size", action="store_true", help="SD3.5-Large-Turbo on a CUDA GPU instead"
     )
@@ -192,25 +189,19 @@ def main() -> None:
         size, variants = args.child
         print(json.dumps(child(size, variants.split(","), args.steps, args.threads)))
         return
-    sizes = ["full"] if args.full_size else ["small", "medium"]
     rows = []
-    for size in sizes:
-        # memory: one process per variant; time: all variants interleaved in one process (CPU),
-        # or each in its own process on the GPU (where three copies would not fit)
-        alone = {
-            v: run_child(size, [v], 2 if not args.full_size else args.steps, args.threads)
-            for v in VARIANTS
-        }
-        together = (
-            None if args.full_size else run_child(size, list(VARIANTS), args.steps, args.threads)
-        )
-        for v in VARIANTS:
-            ms = (together or alone[v])["step_ms"][v]
-            rows.append({"size": size, "variant": v, "ms": ms, **{k: alone[v][k] for k in ("params", "base_mb", "peak_mb")},
-                         "prefix": alone[v]["shared_prefix_blocks"][v]})  # fmt: skip
-    memory = "GPU max allocated" if args.full_size else "process peak RSS"
+    for size in ["full"] if args.full_size else ["small", "medium"]:
+        # one process per size on the CPU; one per variant on a GPU (three students would not fit)
+        if args.full_size:
+            results = [run_child(size, [v], args.steps, args.threads) for v in VARIANTS]
+        else:
+            results = [run_child(size, list(VARIANTS), args.steps, args.threads)]
+        for result in results:
+            for v in result["step_ms"]:
+                rows.append({"size": size, "variant": v, "ms": result["step_ms"][v], "params": result["params"],
+                             "prefix": result["shared_prefix_blocks"][v], **result["memory"][v]})  # fmt: skip
     print(f"| size | teacher / student / trainable params | variant | step ms (median of {args.steps}) "
-          f"| vs unshared | {memory} MB (before the first step) |")  # fmt: skip
+          "| vs unshared | peak tensor MB (models) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for row in rows:
         ref = next(r for r in rows if r["size"] == row["size"] and r["variant"] == "unshared")
@@ -218,7 +209,7 @@ def main() -> None:
         print(
             f"| {row['size']} | {p['teacher'] / 1e6:.2f}M / {p['student'] / 1e6:.2f}M / {p['trainable'] / 1e6:.2f}M "
             f"| {row['variant']} (prefix {row['prefix']}) | {row['ms']:.1f} "
-            f"| {row['ms'] / ref['ms']:.2f}x | {row['peak_mb']:.0f} ({row['base_mb']:.0f}) |"
+            f"| {row['ms'] / ref['ms']:.2f}x | {row['peak_mb']:.1f} ({row['models_mb']:.1f}) |"
         )
 
 
