@@ -9,7 +9,8 @@ One GPU, several GPUs (DDP) and DeepSpeed ZeRO-2 are a launch choice, not code:
 ``accelerate launch [--multi_gpu | --use_deepspeed --zero_stage 2] -m hprune.cli distill ...``.
 
 Exact resume. Everything random in a step (which samples, σ, ε) is a pure function of
-(seed, step, process, micro-batch), so the data position is the step counter itself.
+(seed, step, micro-batch slot), so the data position is the step counter itself, and N
+processes draw what one process with N accumulation steps draws.
 accelerate's ``save_state`` keeps the student, AdamW's moments, the scheduler and the RNG
 states; ``progress.json`` beside it keeps the step. A run resumed from step k therefore
 computes bit for bit what an uninterrupted run computes (on deterministic hardware, e.g.
@@ -129,6 +130,7 @@ class DistillResult:
     step: int
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    main_process: bool = True  # False in the other processes of a multi-process run
 
 
 def distill(config: DistillConfig) -> DistillResult:
@@ -218,16 +220,14 @@ def distill(config: DistillConfig) -> DistillResult:
     with trainee, _StopRequest() as stop:
         while step < end and not stop.requested:
             for micro in range(config.grad_accum):
-                rank = micro * accelerator.num_processes + accelerator.process_index
+                slot = micro * accelerator.num_processes + accelerator.process_index
                 indices = sample_indices(
                     config.seed,
                     len(source),
-                    step * per_step + rank * config.batch_size,
+                    step * per_step + slot * config.batch_size,
                     config.batch_size,
                 )
-                generator = torch.Generator().manual_seed(
-                    step_seed(config.seed, step, accelerator.process_index, micro)
-                )
+                generator = torch.Generator().manual_seed(step_seed(config.seed, step, slot))
                 window.append(training_step(trainee, source.batch(indices), generator))
             step += 1
             bar.update(1)
@@ -246,7 +246,9 @@ def distill(config: DistillConfig) -> DistillResult:
 
     if step < config.steps:
         accelerator.wait_for_everyone()
-        return DistillResult(None, step, run_log.history, interrupted=stop.requested)
+        return DistillResult(
+            None, step, run_log.history, stop.requested, accelerator.is_main_process
+        )
 
     # --- the result: a normal self-describing pruned model --------------------------------
     accelerator.wait_for_everyone()
@@ -272,7 +274,7 @@ def distill(config: DistillConfig) -> DistillResult:
             save_student(pair, final, tmp, entry)
             atomic_write_text(tmp / "distill_log.json", json.dumps(run_log.as_dict(), indent=1))
     accelerator.wait_for_everyone()
-    return DistillResult(out, step, run_log.history)
+    return DistillResult(out, step, run_log.history, False, accelerator.is_main_process)
 
 
 # --- one training step ---------------------------------------------------------------------
@@ -467,15 +469,18 @@ def sample_indices(seed: int, n: int, first: int, count: int) -> list[int]:
 
 
 def _epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
-    g = torch.Generator().manual_seed(step_seed(seed, epoch, -1, 0))
+    g = torch.Generator().manual_seed(step_seed(seed, epoch, -1))
     return torch.randperm(n, generator=g).tolist()
 
 
-def step_seed(seed: int, step: int, process: int, micro: int) -> int:
-    """A well-mixed 63-bit seed for one (step, process, micro-batch) of a run."""
-    state = np.random.SeedSequence([seed, step, process + 1, micro]).generate_state(
-        2, dtype=np.uint32
-    )
+def step_seed(seed: int, step: int, slot: int) -> int:
+    """A well-mixed 63-bit seed for one micro-batch slot of a step.
+
+    ``slot`` = micro-batch × processes + process: N processes with batch b draw exactly the data
+    and noise that one process with N accumulation steps of batch b draws, so a run's numbers do
+    not depend on how its global batch is spread over GPUs.
+    """
+    state = np.random.SeedSequence([seed, step, slot + 1]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 ^ int(state[1])
 
 

@@ -186,13 +186,17 @@ def distill(**options) -> None:
     from generation.distill.trainer import distill as run
 
     result = run(DistillConfig(**options))
-    if result.out is None:
-        click.echo(f"stopped at step {result.step} of {options['steps']}; continue with --resume")
-        if result.interrupted:
-            raise SystemExit(130)
-        return
-    last = result.history[-1] if result.history else {}
-    summary = ", ".join(
-        f"{k} {last[k]:.4g}" for k in ("output_kd", "feature_kd", "total") if k in last
-    )
-    click.echo(f"wrote the distilled model to {result.out} after {result.step} steps ({summary})")
+    if result.main_process:  # one report per run, not one per process
+        if result.out is None:
+            click.echo(
+                f"stopped at step {result.step} of {options['steps']}; continue with --resume"
+            )
+        else:
+            last = result.history[-1] if result.history else {}
+            terms = ("output_kd", "feature_kd", "total")
+            summary = ", ".join(f"{k} {last[k]:.4g}" for k in terms if k in last)
+            click.echo(
+                f"wrote the distilled model to {result.out} after {result.step} steps ({summary})"
+            )
+    if result.interrupted:
+        raise SystemExit(130)

@@ -254,3 +254,72 @@ def test_bad_input(world, toy_model_dir, tmp_path, case) -> None:
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("Error: ") and "Traceback" not in result.output
     assert not out.exists() and not Path(f"{out}.checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_accumulating(world, tmp_path) -> None:
+    """DDP under torchrun (what `accelerate launch` runs), 2 CPU processes x batch 1, against one
+    process with 2 accumulation steps of batch 1: the same samples and noise, the same update."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    args = [
+        "distill", "--teacher", world["teacher"], "--student", world["student"], "--data", world["data"],
+        "--cache-dir", world["cache"], "--steps", "3", "--batch-size", "1", "--resolution", "32",
+        "--max-sequence-length", "8", "--lr", "2e-3", "--log-every", "1",
+    ]  # fmt: skip
+    hprune(*args, "--grad-accum", "2", "--out", tmp_path / "one")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "-m", "hprune.cli", *map(str, args), "--out", str(tmp_path / "two"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote the distilled model") == 1
+    log = json.loads((tmp_path / "two" / "distill_log.json").read_text())
+    assert log["num_processes"] == 2
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    before = weights(world["student"])
+    moved = [k for k in one if not torch.equal(one[k], before[k])]
+    assert moved and all(torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6) for k in one)
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_and_the_run_resumes(world, tmp_path) -> None:
+    """SIGINT (Ctrl-C, or a scheduler's pre-emption with SIGTERM) stops at a step boundary with a checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "long"
+    args = [
+        "distill", "--teacher", world["teacher"], "--student", world["student"], "--data", world["data"],
+        "--cache-dir", world["cache"], "--out", out, "--steps", "100000", "--batch-size", "1",
+        "--resolution", "32", "--max-sequence-length", "8", "--log-every", "1", "--checkpoint-every", "100000",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hprune.cli", *map(str, args)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    losses = Path(f"{out}.checkpoints") / "losses.jsonl"
+    deadline = time.monotonic() + 300
+    while not (losses.is_file() and losses.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    step = int(stdout.split("stopped at step ")[1].split()[0])
+    assert 2 <= step < 100000 and not out.exists()
+    assert (Path(f"{out}.checkpoints") / f"step-{step:08d}" / "progress.json").is_file()
+    again = hprune(*args, "--resume", "--stop-after", str(step + 2))
+    assert f"stopped at step {step + 2}" in again.output
