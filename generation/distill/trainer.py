@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -468,9 +469,10 @@ def sample_indices(seed: int, n: int, first: int, count: int) -> list[int]:
     return out
 
 
-def _epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
+@functools.lru_cache(maxsize=2)  # consecutive steps read the same epoch (or the next)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> tuple[int, ...]:
     g = torch.Generator().manual_seed(step_seed(seed, epoch, -1))
-    return torch.randperm(n, generator=g).tolist()
+    return tuple(torch.randperm(n, generator=g).tolist())
 
 
 def step_seed(seed: int, step: int, slot: int) -> int:

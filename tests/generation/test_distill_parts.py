@@ -293,3 +293,19 @@ def test_flux_packing_matches_the_diffusers_pipeline() -> None:
     assert torch.equal(encoding.unpack_latents(packed, 6, 8), x)
     ids = FluxPipeline._prepare_latent_image_ids(2, 3, 4, "cpu", torch.float32)
     assert torch.equal(encoding.latent_image_ids(6, 8), ids)
+
+
+# --- the stateless sample stream ---------------------------------------------------------------
+
+
+def test_sample_stream_is_stateless_epoch_permutations() -> None:
+    from generation.distill.trainer import sample_indices, step_seed
+
+    stream = sample_indices(7, 10, 0, 30)
+    assert [sorted(stream[e * 10 : e * 10 + 10]) for e in range(3)] == [list(range(10))] * 3
+    assert stream[:10] != stream[10:20]
+    # any window, from any position (a resumed run, another process), is the same slice
+    assert sample_indices(7, 10, 8, 5) == stream[8:13]
+    assert sample_indices(8, 10, 0, 10) != stream[:10]
+    seeds = {step_seed(0, step, slot) for step in range(50) for slot in range(4)}
+    assert len(seeds) == 200
