@@ -13,7 +13,7 @@ median over seeds of the first checkpoint from which tau stays at or above it; t
 choose one next pair (p50/p99) for ``--variants`` x ``--prompts`` mid-study, every call after a
 new answer (so the posterior cache never hits), with and without the pending-matrix fast path.
 
-    .venv/bin/python benchmarks/active_sampling.py --seeds 8
+    .venv/bin/python benchmarks/active_sampling.py --spacing 0.5
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def choice_latency(variants: int, prompts: int, participants: int, per: int, see
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--variants", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument(
@@ -188,8 +188,8 @@ def main() -> None:
     )
     parser.add_argument("--per-participant", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=10)
-    parser.add_argument("--max-comparisons", type=int, default=3000)
-    parser.add_argument("--every", type=int, default=25)
+    parser.add_argument("--max-comparisons", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()

@@ -116,7 +116,8 @@ class ActiveScheduler:
     """Information-gain pair selection over a Thurstone posterior (ASAP-style); see module doc.
 
     Options: ``warmup`` answered comparisons before it takes over from balanced (default: as many
-    as the study has variant pairs), ``prior_sd`` of the scores in JOD (default 2),
+    as the study has variants, i.e. each variant in about two answers; benchmarks/active_sampling.py
+    found this better than none or one per pair), ``prior_sd`` of the scores in JOD (default 2),
     ``noise_sd`` of one comparison (default: JOD scale, 1 unit = 75% preference).
     """
 
@@ -157,7 +158,7 @@ class ActiveScheduler:
     def next_pairs(
         self, state: SchedulingState, n: int, rng: np.random.Generator
     ) -> list[PairTask]:
-        warmup = len(state.pairs) if self.warmup is None else self.warmup
+        warmup = len(state.variants) if self.warmup is None else self.warmup
         if n <= 0:
             return []
         if float(state.wins.sum()) < warmup:

@@ -265,14 +265,17 @@ def test_active_falls_back_to_balanced_while_data_are_scarce() -> None:
     assert active.next_pairs(state, 8, np.random.default_rng(rng_seed)) == balanced.next_pairs(
         state, 8, np.random.default_rng(rng_seed)
     )
+    # default warmup: as many answered comparisons as the study has variants (5)
+    assert get_scheduler("active").next_pairs(state, 8, np.random.default_rng(1)) == (
+        balanced.next_pairs(state, 8, np.random.default_rng(1))
+    )
     state.wins[1, 0] = 1
     gains_choice = active.next_pairs(state, 1, np.random.default_rng(rng_seed))[0].pair
     assert gains_choice != ("v0", "v1")  # the only measured pair is no longer first choice
     _, gains = active.pair_gains(state)
     assert gains_choice == state.unordered_pairs[int(np.argmax(gains))]
-    # default warmup: one answered comparison per pair the study compares
-    assert get_scheduler("active").next_pairs(state, 8, np.random.default_rng(1)) == (
-        balanced.next_pairs(state, 8, np.random.default_rng(1))
+    assert get_scheduler("active").next_pairs(state, 1, np.random.default_rng(rng_seed)) == (
+        active.next_pairs(state, 1, np.random.default_rng(rng_seed))
     )
     ratings = active.next_ratings(state, 6, np.random.default_rng(2))
     assert ratings == balanced.next_ratings(state, 6, np.random.default_rng(2))
