@@ -362,6 +362,10 @@ def prepare_training(pair: DistillPair, config: DistillConfig, accelerator) -> T
             [pair.student_blocks[i] for i in pair.kept[:length]],
             pair.student_blocks[pair.kept[length]],
         )
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None and deepspeed.is_auto("train_micro_batch_size_per_gpu"):
+        # accelerate reads DeepSpeed's batch size from a prepared DataLoader; this loop has none
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     return Trainee(
         accelerator=accelerator,
