@@ -309,3 +309,19 @@ def test_sample_stream_is_stateless_epoch_permutations() -> None:
     assert sample_indices(8, 10, 0, 10) != stream[:10]
     seeds = {step_seed(0, step, slot) for step in range(50) for slot in range(4)}
     assert len(seeds) == 200
+
+
+def test_reads_the_mini_world_data_folder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hprune.cli import main
+
+    result = CliRunner().invoke(main, ["mini", "data", "--out", str(tmp_path / "mini"), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    pairs = dd.read_captioned_images(tmp_path / "mini")
+    assert [p.key for p in pairs] == ["images/00000.png", "images/00001.png", "images/00002.png"]
+    rows = [
+        json.loads(line) for line in (tmp_path / "mini" / "metadata.jsonl").read_text().splitlines()
+    ]
+    assert [p.caption for p in pairs] == [row["prompt"] for row in rows]
+    assert dd.load_image(pairs[0].path, dd.ImagePolicy(64)).shape == (3, 64, 64)
