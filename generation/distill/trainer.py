@@ -146,6 +146,7 @@ def distill(config: DistillConfig) -> DistillResult:
     ckpt_root = config.checkpoints
     start = _check_resume(config, ckpt_root)
     pairs = read_captioned_images(config.data)  # cheap, so bad data fails before models load
+    data_fingerprint = dataset_fingerprint(pairs)
 
     mixed_precision = config.mixed_precision
     if mixed_precision == "auto":
@@ -173,13 +174,13 @@ def distill(config: DistillConfig) -> DistillResult:
     # --- data: encoded once (or live), addressed by a stateless sample stream -------------
     policy = ImagePolicy(config.resolution or pair.default_resolution)
     max_len = config.max_sequence_length or pair.default_max_sequence_length
-    source = _data_source(config, pair, pairs, policy, max_len, accelerator)
+    source = _data_source(config, pair, pairs, data_fingerprint, policy, max_len, accelerator)
     if not config.no_cache:
         pair.drop_encoders()  # text encoders and VAE are no longer needed in memory
 
     run_log = _RunLog(ckpt_root, accelerator.is_main_process)
     if start:
-        _check_same_inputs(run_log.config, pair.teacher_fingerprint, dataset_fingerprint(pairs))
+        _check_same_inputs(run_log.config, pair.teacher_fingerprint, data_fingerprint)
         accelerator.load_state(str(_checkpoint_path(ckpt_root, start)))
     if accelerator.is_main_process:
         run_log.write_config(
@@ -191,7 +192,7 @@ def distill(config: DistillConfig) -> DistillResult:
                 "dataset": {
                     "source": str(config.data),
                     "images": len(pairs),
-                    "fingerprint": dataset_fingerprint(pairs),
+                    "fingerprint": data_fingerprint,
                 },
                 "mixed_precision": accelerator.mixed_precision,
                 "num_processes": accelerator.num_processes,
@@ -266,7 +267,7 @@ def distill(config: DistillConfig) -> DistillResult:
             "lambdas": dataclasses.asdict(lambdas),
             "lr": config.lr,
             "batch_size_global": per_step,
-            "dataset_fingerprint": dataset_fingerprint(pairs),
+            "dataset_fingerprint": data_fingerprint,
             "image_policy": policy.describe(),
             "seed": config.seed,
             "final_losses": run_log.history[-1] if run_log.history else {},
@@ -493,14 +494,14 @@ def step_seed(seed: int, step: int, slot: int) -> int:
 # --- data ---------------------------------------------------------------------------------
 
 
-def _data_source(config, pair, pairs, policy, max_len, accelerator):
+def _data_source(config, pair, pairs, data_fingerprint, policy, max_len, accelerator):
     if config.no_cache:
         return cache_mod.LiveEncoder(pair.teacher_pipe, pairs, policy, max_sequence_length=max_len)
     root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
     key = cache_mod.cache_key(
         pair.teacher_pipe,
         pair.teacher_dir,
-        dataset_fingerprint(pairs),
+        data_fingerprint,
         policy,
         max_sequence_length=max_len,
     )
@@ -562,9 +563,9 @@ def _check_resume(config: DistillConfig, root: Path) -> int:
         raise UserError(
             f"--resume: the checkpoints in {root} were made with different settings ({', '.join(changed)})"
         )
-    if steps[-1] >= config.steps:
+    if steps[-1] > config.steps:
         raise UserError(
-            f"--resume: the checkpoint is at step {steps[-1]}, already at --steps {config.steps}"
+            f"--resume: the checkpoint is at step {steps[-1]}, beyond --steps {config.steps}"
         )
     return steps[-1]
 
