@@ -323,3 +323,30 @@ def test_ctrl_c_checkpoints_and_the_run_resumes(world, tmp_path) -> None:
     assert (Path(f"{out}.checkpoints") / f"step-{step:08d}" / "progress.json").is_file()
     again = hprune(*args, "--resume", "--stop-after", str(step + 2))
     assert f"stopped at step {step + 2}" in again.output
+
+
+def test_a_student_of_other_shapes_is_refused() -> None:
+    """Same family and block counts, but not the teacher's weights' shapes: refused before training."""
+    from generation.adapters import get_adapter
+    from generation.distill.pair import make_pair
+    from generation.model_record import record_for_transformer
+    from generation.pruning import apply_plan, explicit_plan
+    from generation.pruning.surgery import pruned_record
+    from generation.toy_models import ToySpec, build_sd3_transformer
+    from hprune.errors import UserError
+
+    teacher = build_sd3_transformer(ToySpec())
+    student = build_sd3_transformer(ToySpec(attention_head_dim=8))
+    adapter = get_adapter(student)
+    base = record_for_transformer(student)
+    plan = explicit_plan(adapter, "3-4", original_parameters=base.original_parameters)
+    record = pruned_record(base, plan, apply_plan(adapter, plan), parent_fingerprint="x")
+    with pytest.raises(UserError, match="not a pruned descendant"):
+        make_pair(
+            None,
+            student,
+            record_for_transformer(teacher),
+            record,
+            teacher_fingerprint="x",
+            teacher=teacher,
+        )
