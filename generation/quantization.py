@@ -215,14 +215,14 @@ def quantize_transformer(
     device = torch.device(device) if device is not None else first.device
     # nn.Module.to: diffusers' ModelMixin.to warns on every dtype cast of a model it did not load
     nn.Module.to(model, device=device, dtype=dtype)
-    linears = list(quantizable_linears(model))
-    spec = QuantizationSpec(
-        scheme=scheme, compute_dtype=dtype_name(dtype), modules=tuple(n for n, _ in linears)
-    )
-    for name, linear in tqdm(
-        linears, desc=f"quantising to {scheme}", unit="layer", disable=not progress, leave=False
+    names = [name for name, _ in quantizable_linears(model)]
+    spec = QuantizationSpec(scheme=scheme, compute_dtype=dtype_name(dtype), modules=tuple(names))
+    # one layer at a time, holding no reference to the replaced layers: their weights are
+    # freed as we go, so the peak is the model plus one layer
+    for name in tqdm(
+        names, desc=f"quantising to {scheme}", unit="layer", disable=not progress, leave=False
     ):
-        model.set_submodule(name, _quantize_linear(linear, spec, device))
+        model.set_submodule(name, _quantize_linear(model.get_submodule(name), spec, device))
     model.hprune_quantization = spec
     return spec
 

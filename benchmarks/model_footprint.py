@@ -1,0 +1,253 @@
+"""Model footprint: parameters and stored bytes of the full-size transformers, and CPU
+latency of the toy pipelines, original against NF4, side by side in one run.
+
+Part 1 (meta device, no weights in memory): for each config in
+../shared/data/architectures/, the parameters and the stored bytes in bf16, in NF4, after
+a 20% cut + NF4, and at the 30% level + NF4.
+
+- SD3.5 Large / Large Turbo: the paper's released cut (blocks 25-28 and 31-34), and for the
+  30% level that cut plus, as the paper describes, ff and ff_context of blocks 13-18 and then
+  norm1_context from block 13 on until the parameters reach 70% of the original.
+- The other models (no published cut): the HPP plan at budget 0.8 / 0.7 with equal
+  contribution scores, i.e. the position prior alone (later blocks go first).
+
+"Weights" are parameters (for NF4 with their quantisation state); SD3's stored sin-cos
+position table is a buffer, never pruned or quantised, shown separately.
+
+Part 2 (CPU): the toy SD3, SD3.5 and FLUX pipelines (fp32) and their NF4 versions (compute
+fp32): the latency of one denoising step (one transformer call on the pipeline's own inputs)
+and of one 64x64 2-step image, medians of --rounds interleaved rounds, and the peak memory of
+each (torch tensors, as ``hprune profile`` measures it).
+
+    nice -n 10 .venv/bin/python benchmarks/model_footprint.py --rounds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from generation import profiling, quantization
+from generation.adapters import get_adapter
+
+ARCH_DIR = (
+    Path(
+        os.environ.get(
+            "HPRUNE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+        )
+    )
+    / "architectures"
+)
+CONFIGS = [
+    "stable-diffusion-3.5-large",
+    "stable-diffusion-3.5-large-turbo",
+    "stable-diffusion-3.5-medium",
+    "FLUX.1-schnell",
+    "FLUX.1-dev",
+]
+PAPER_BLOCKS_20 = [25, 26, 27, 28, 31, 32, 33, 34]
+PAPER_SUBCOMPONENT_BLOCKS_30 = range(13, 19)
+
+
+def meta_model(name: str):
+    return profiling.build_from_config(profiling.read_arch_config(ARCH_DIR / f"{name}.json"))
+
+
+def paper_cut(model, level: int):
+    """The paper's SD3.5-LT cut at 20%, or 20% + subcomponents of blocks 13-18 down to 70%."""
+    adapter = get_adapter(model)
+    original = profiling.parameter_count(model)
+    if level == 30:  # subcomponents first, while the block indices are the original ones
+        parts = [(i, c) for i in PAPER_SUBCOMPONENT_BLOCKS_30 for c in ("ff", "ff_context")]
+        adapter.remove_components(parts)
+        removed_after_blocks = sum(adapter.block_params(i) for i in PAPER_BLOCKS_20)
+        for index in PAPER_SUBCOMPONENT_BLOCKS_30:
+            kept = profiling.parameter_count(model) - removed_after_blocks
+            if kept <= 0.70 * original:
+                break
+            adapter.remove_components([(index, "norm1_context")])
+    adapter.remove_blocks(PAPER_BLOCKS_20)
+    return model
+
+
+def position_prior_cut(model, budget: float):
+    """HPP with equal contribution scores: the position weighting alone picks the cut."""
+    from generation.contrib import Contribution
+    from generation.pruning import apply_plan, hpp_plan
+
+    adapter = get_adapter(model)
+    n = adapter.num_blocks
+    flat = Contribution(
+        model_fingerprint="",
+        family=adapter.family,
+        num_blocks=n,
+        original_indices=list(range(n)),
+        higher_is_better=True,
+        drops=dict.fromkeys(adapter.parts(), 1.0),
+        block_similarity=[None] * n,
+        raw={},
+    )
+    plan = hpp_plan(adapter, flat, budget, original_parameters=adapter.total_params())
+    apply_plan(adapter, plan)
+    return model
+
+
+def cut(name: str, level: int):
+    model = meta_model(name)
+    if "stable-diffusion-3.5-large" in name:
+        return paper_cut(model, level)
+    return position_prior_cut(model, 1 - level / 100)
+
+
+def footprint_table() -> list[str]:
+    rows = [
+        "| model | parameters | Linear share | bf16 weights | NF4 weights (ratio) "
+        "| 20% cut + NF4 (ratio; kept params) | 30% level + NF4 (ratio; kept params) "
+        "| position table (bf16) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in CONFIGS:
+        model = meta_model(name)
+        params = profiling.parameter_count(model)
+        bf16 = profiling.expected_bytes(model, None)
+        nf4 = profiling.expected_bytes(model, "nf4")
+        cells = [
+            name,
+            f"{params / 1e9:.3f}B",
+            f"{profiling.linear_parameter_fraction(model):.4%}",
+            f"{bf16.weights / 1e9:.3f} GB",
+            f"{nf4.weights / 1e9:.3f} GB ({nf4.weights / bf16.weights:.1%})",
+        ]
+        for level in (20, 30):
+            pruned = cut(name, level)
+            found = profiling.expected_bytes(pruned, "nf4")
+            kept = profiling.parameter_count(pruned) / params
+            cells.append(
+                f"{found.weights / 1e9:.3f} GB ({found.weights / bf16.weights:.1%}; {kept:.1%})"
+            )
+        cells.append(f"{bf16.buffers / 1e9:.3f} GB")
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def paper_comparison() -> list[str]:
+    full = profiling.expected_bytes(meta_model("stable-diffusion-3.5-large-turbo"), None)
+    lines = []
+    for level, paper_gb, paper_ratio in ((20, 3.56, 0.225), (30, 3.24, 0.205)):
+        found = profiling.expected_bytes(cut("stable-diffusion-3.5-large-turbo", level), "nf4")
+        lines.append(
+            f"- SD3.5-LT {level}% + NF4: weights {found.weights / 1e9:.3f} GB "
+            f"({found.weights / full.weights:.1%} of bf16 weights); with the position table "
+            f"{found.total / 1e9:.3f} GB = {found.total / 2**30:.3f} GiB "
+            f"({found.total / full.total:.1%}). Paper: {paper_gb} GB ({paper_ratio:.1%} of 15.8 GB)."
+        )
+    lines.append(
+        f"- SD3.5-LT bf16: weights {full.weights / 1e9:.3f} GB, stored {full.total / 1e9:.3f} GB "
+        f"= {full.total / 2**30:.2f} GiB (paper: 15.8 GB)."
+    )
+    flux = profiling.expected_bytes(meta_model("FLUX.1-schnell"), None)
+    flux_cut = profiling.expected_bytes(cut("FLUX.1-schnell", 30), "nf4")
+    lines.append(
+        f"- FLUX.1-schnell bf16: {flux.weights / 1e9:.3f} GB = {flux.weights / 2**30:.2f} GiB "
+        f"(paper: 22.6 GB); 30% level (position prior) + NF4: {flux_cut.weights / 1e9:.3f} GB = "
+        f"{flux_cut.weights / 2**30:.2f} GiB ({flux_cut.weights / flux.weights:.1%}). "
+        "Paper: 4.44 GB (19.6%)."
+    )
+    return lines
+
+
+def render(pipe):
+    return pipe(
+        "a red circle above a blue square",
+        height=64,
+        width=64,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    )
+
+
+def toy_rows(arch: str, rounds: int) -> list[str]:
+    """One toy pipeline, fp32 against NF4 (compute fp32), timed in interleaved rounds."""
+    import statistics
+
+    from generation.toy_models import build_toy_pipeline
+
+    pipe = build_toy_pipeline(arch)
+    variants = {"fp32": pipe.transformer, "nf4": copy.deepcopy(pipe.transformer)}
+    quantization.quantize_transformer(variants["nf4"], "nf4", progress=False)
+    steps, times, peaks = {}, {(v, k): [] for v in variants for k in ("step", "image")}, {}
+    with torch.inference_mode():
+        for name, transformer in variants.items():
+            pipe.transformer = transformer
+            inputs = profiling.capture_transformer_inputs(pipe, lambda: render(pipe))
+            steps[name] = functools.partial(transformer, **inputs)
+            render(pipe)  # warm-up
+            with profiling.peak_memory("cpu", transformer) as step_peak:
+                steps[name]()
+            modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
+            with profiling.peak_memory("cpu", *modules) as image_peak:
+                render(pipe)
+            peaks[name] = (step_peak.total_bytes, image_peak.total_bytes)
+        for _ in range(rounds):
+            for name, transformer in variants.items():
+                pipe.transformer = transformer
+                times[name, "step"] += profiling.time_runs(steps[name], "cpu", warmup=0, repeats=1)
+                times[name, "image"] += profiling.time_runs(
+                    lambda: render(pipe), "cpu", warmup=0, repeats=1
+                )
+    median = {key: statistics.median(values) * 1e3 for key, values in times.items()}
+    weights = {name: profiling.stored_bytes(t).weights for name, t in variants.items()}
+    rows = [
+        f"| {arch} | {name} | {weights[name] / 1e3:.0f} kB "
+        f"| {median[name, 'step']:.1f} ms | {median[name, 'image']:.1f} ms "
+        f"| {peaks[name][0] / 1e6:.2f} MB | {peaks[name][1] / 1e6:.2f} MB |"
+        for name in variants
+    ]
+    rows.append(
+        f"| {arch} | NF4 / fp32 | {weights['nf4'] / weights['fp32']:.2f}x "
+        f"| {median['nf4', 'step'] / median['fp32', 'step']:.2f}x "
+        f"| {median['nf4', 'image'] / median['fp32', 'image']:.2f}x "
+        f"| {peaks['nf4'][0] / peaks['fp32'][0]:.2f}x "
+        f"| {peaks['nf4'][1] / peaks['fp32'][1]:.2f}x |"
+    )
+    return rows
+
+
+def toy_latency_table(rounds: int) -> list[str]:
+    rows = [
+        "| toy | variant | transformer weights | step median | 64x64 image median "
+        "| step peak | image peak |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for arch in ("sd3", "sd35", "flux"):
+        rows += toy_rows(arch, rounds)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--skip-latency", action="store_true", help="only the meta-device part")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}"
+    )
+    print("\n".join(footprint_table()))
+    print()
+    print("\n".join(paper_comparison()))
+    if not args.skip_latency:
+        print()
+        print("\n".join(toy_latency_table(args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
