@@ -175,7 +175,9 @@ def _quantize_linear(linear: nn.Linear, spec: QuantizationSpec, device: torch.de
     )
     weight = linear.weight.detach().to(spec.torch_dtype)
     if spec.scheme == "int8":
-        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+        # Int8Params quantises on .to(device) only when its data is on the CPU (a CUDA tensor
+        # would stay unquantised), so it starts from a CPU copy of the weight
+        layer.weight = bnb.nn.Int8Params(weight.cpu(), requires_grad=False, has_fp16_weights=False)
     else:
         layer.weight = bnb.nn.Params4bit(
             weight,
