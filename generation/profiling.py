@@ -597,6 +597,7 @@ def _profile_arch_config(
     device = torch.device("meta") if meta else resolve_device(device)
     with _default_dtype(dtype):
         model = build_from_config(config, device)
+    original_parameters = parameter_count(model)
     removed = _remove(model, remove) if remove else {"blocks": [], "subcomponents": []}
     if meta:
         report = {**count_model(model, dtype=dtype, scheme=scheme), "device": "meta"}
@@ -612,7 +613,11 @@ def _profile_arch_config(
             warmup=warmup,
             repeats=repeats,
         )
-    report["source"] = {"arch_config": str(path), "removed": removed}
+    report["source"] = {
+        "arch_config": str(path),
+        "removed": removed,
+        "original_parameters": original_parameters,
+    }
     return report
 
 

@@ -143,6 +143,7 @@ def test_profile_command_counts_a_full_size_config(arch_dir, tmp_path):
     report = json.loads(out.read_text())
     assert report["device"] == "meta"
     assert report["source"]["removed"] == {"blocks": PAPER_CUT_20, "subcomponents": []}
+    assert 0.78 < report["parameters"] / report["source"]["original_parameters"] < 0.80
     assert report["quantization"] == "nf4"
     assert report["weights_bytes"] < 0.3 * report["unquantized_weights_bytes"]
     assert "step" not in report  # counting only: nothing ran
