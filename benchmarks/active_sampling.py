@@ -163,7 +163,10 @@ def choice_latency(variants: int, prompts: int, participants: int, per: int, see
         return tuple(np.percentile(ms[:, k], q) for k in (0, 1) for q in (50, 99))
 
     results = {}
-    pendings = (("pending matrix given", np.zeros((variants, variants))), ("pending derived", None))
+    pendings = (
+        ("next pair, pending matrix given", np.zeros((variants, variants))),
+        ("next pair, pending derived", None),
+    )
     for label, pending in pendings:
         state.pending = pending
         times = []
@@ -174,13 +177,21 @@ def choice_latency(variants: int, prompts: int, participants: int, per: int, see
         results[label] = summary(times[100:])
     state.pending = np.zeros((variants, variants))
     times = [timed(lambda: active.next_pairs(state, variants - 1, rng)) for _ in range(500)]
-    results[f"batch of {variants - 1} (MST), cached posterior"] = summary(times[50:])
+    results[f"next batch of {variants - 1} (MST), cached posterior"] = summary(times[50:])
+    # balanced: a whole list of `per` trials at once, 4 seeds per prompt (4x the items)
+    state.items = [(prompt, seed) for prompt, _ in items for seed in range(4)]
+    times = []
+    for _ in range(60):
+        state.participant_pairs = set()
+        times.append(timed(lambda: balanced.next_pairs(state, per, rng)))
+    results[f"balanced, a list of {per} over {len(state.items)} items"] = summary(times[10:])
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=40)
+    parser.add_argument("--first-seed", type=int, default=100, help="seeds not used for tuning")
     parser.add_argument("--variants", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument(
@@ -192,6 +203,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-studies", action="store_true")
     args = parser.parse_args()
 
     names = [f"v{k:02d}" for k in range(args.variants)]
@@ -199,11 +211,11 @@ def main() -> None:
     print(
         f"{args.variants} variants, BT spacing {args.spacing}, {args.prompts} prompts, "
         f"{args.per_participant} trials/participant, {args.concurrent} concurrent, "
-        f"{args.seeds} seeds; participant_sd {preferences.participant_sd}, position bias "
+        f"{args.seeds} seeds from {args.first_seed}; participant_sd {preferences.participant_sd}, position bias "
         f"{preferences.position_bias}, lapses {preferences.lapse_rate}"
     )
     found = {}
-    for name in ("balanced", "active"):
+    for name in () if args.skip_studies else ("balanced", "active"):
         start = time.perf_counter()
         taus = np.array(
             [
@@ -217,7 +229,7 @@ def main() -> None:
                     every=args.every,
                     seed=seed,
                 )
-                for seed in range(args.seeds)
+                for seed in range(args.first_seed, args.first_seed + args.seeds)
             ]
         )
         found[name] = comparisons_to_target(taus, args.target, args.every)
@@ -228,14 +240,14 @@ def main() -> None:
             f"median per seed (staying above) {found[name][1]:.0f}; mean tau at {curve} "
             f"({time.perf_counter() - start:.1f} s)"
         )
-    for k, label in enumerate(("mean curve", "median per seed")):
+    for k, label in enumerate(() if args.skip_studies else ("mean curve", "median per seed")):
         saving = 1 - found["active"][k] / found["balanced"][k]
         print(f"active needs {saving:.0%} fewer comparisons than balanced ({label})")
     if not args.skip_timing:
         timings = choice_latency(args.variants, args.prompts, 200, 50, 0)
         for label, (p50, p99, cpu50, cpu99) in timings.items():
             print(
-                f"next pair, {label}: wall p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
+                f"{label}: wall p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
                 f"CPU time p50 {cpu50:.2f} ms, p99 {cpu99:.2f} ms"
             )
 
