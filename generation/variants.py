@@ -186,7 +186,9 @@ def local_model_dir(model: str) -> Path:
     try:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception as exc:  # the hub library raises several error types for "not cached"
-        raise UserError(f"hub model {model!r} is not in the local cache ({type(exc).__name__})") from None
+        raise UserError(
+            f"hub model {model!r} is not in the local cache ({type(exc).__name__})"
+        ) from None
 
 
 def _refuse_unknown_keys(mapping: dict, allowed: set[str], where: str) -> None:

@@ -61,7 +61,9 @@ def test_definition_hash_changes_with_anything_that_changes_images(tmp_path):
 
 def test_hub_id_is_kept_and_checked_against_the_local_cache(tmp_path):
     path = write_yaml(tmp_path, GOOD.replace("models/pruned", "nobody-here/no-such-model"))
-    with pytest.raises(UserError, match="neither a local directory nor a hub model in the local cache"):
+    with pytest.raises(
+        UserError, match="neither a local directory nor a hub model in the local cache"
+    ):
         read_variants(path)
     variants = read_variants(path, check_models=False)
     assert variants[1].model == "nobody-here/no-such-model"
