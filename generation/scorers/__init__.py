@@ -13,5 +13,6 @@ from generation.scorers.base import Scorer, available_scorers, get_scorer, regis
 from generation.scorers import fidelity  # noqa: F401  isort: skip
 from generation.scorers import reference_metrics  # noqa: F401  isort: skip
 from generation.scorers import learned  # noqa: F401  isort: skip
+from generation.scorers import mini_geneval  # noqa: F401  isort: skip
 
 __all__ = ["Scorer", "available_scorers", "get_scorer", "register_scorer"]

@@ -55,3 +55,154 @@ def data(out: Path, num_images: int, seed: int, holdout_seed: int, overwrite: bo
         atomic_write_text(tmp / "metadata.jsonl", "".join(line + "\n" for line in records))
         shapes.write_evaluation_metadata(tmp / "evaluation_metadata.jsonl", holdout_seed)
     click.echo(f"wrote {num_images} images and the held-out prompts to {out}")
+
+
+@mini.command("train")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Output pipeline folder."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the weights and of every draw.")
+@click.option(
+    "--steps", type=int, default=None, help="MMDiT training steps (default: TrainConfig's)."
+)
+@click.option("--vae-steps", type=int, default=None, help="VAE training steps.")
+@click.option("--samples", type=int, default=None, help="Captioned scenes encoded for the MMDiT.")
+@click.option("--batch-size", type=int, default=None, help="MMDiT batch size.")
+@click.option(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="Steps between held-out mini-GenEval evaluations during training (0: none).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="torch CPU threads (1 is fastest on a busy shared machine).",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also append the log here as it is written.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def train(
+    out,
+    seed,
+    steps,
+    vae_steps,
+    samples,
+    batch_size,
+    eval_every,
+    threads,
+    log_path,
+    overwrite,
+) -> None:
+    """Train the mini teacher (VAE, then MMDiT and text encoders) from a seed, on the CPU.
+
+    Writes a StableDiffusion3Pipeline folder with train_config.json, train_log.jsonl and
+    mini_teacher.json (sizes, render settings, timings, held-out mini-GenEval scores).
+    """
+    from dataclasses import replace
+
+    from generation.mini.train import TrainConfig, save_teacher
+    from generation.mini.train import train as run_training
+
+    if out.exists() and not overwrite:
+        raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
+    config = TrainConfig(seed=seed)
+    overrides = {
+        "steps": steps,
+        "vae_steps": vae_steps,
+        "num_samples": samples,
+        "batch_size": batch_size,
+        "eval_every": eval_every,
+        "threads": threads,
+    }
+    for name, value in overrides.items():
+        if value is not None and value < (0 if name == "eval_every" else 1):
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    pipe, summary, rows = run_training(config, log_path=log_path)
+    save_teacher(pipe, out, config, summary, rows, overwrite=overwrite)
+    last = summary["evaluations"][-1]["mini_geneval"] if summary["evaluations"] else None
+    click.echo(
+        f"trained in {summary['wall_s']:.0f} s ({summary['cpu_s']:.0f} CPU-s); saved to {out}"
+    )
+    if last:
+        click.echo(f"held-out mini-GenEval (1 seed): {last['overall']:.3f}")
+
+
+@mini.command("eval")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Pipeline folder to render and judge (default: the shipped teacher).",
+)
+@click.option(
+    "--images",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A stimuli folder (hprune render output) to judge instead of rendering.",
+)
+@click.option(
+    "--prompts",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Prompt file (default: the shipped held-out prompts).",
+)
+@click.option("--seeds", default="0-3", show_default=True, help="Seeds per prompt, e.g. 0-3.")
+@click.option("--steps", type=int, default=None, help="Sampling steps (default: the teacher's).")
+@click.option(
+    "--guidance",
+    type=float,
+    default=None,
+    help="Classifier-free guidance scale (default: the teacher's).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write images and results.jsonl in GenEval's folder layout here.",
+)
+def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
+    """mini-GenEval: judge a model's images (or a stimuli folder) against their prompts.
+
+    With no arguments, renders the shipped teacher on the held-out prompts (4 seeds) and
+    prints the overall score (mean of the six task means) and each task's accuracy.
+    """
+    from generation.mini import benchmark
+
+    if images is not None:
+        if model is not None or out is not None:
+            raise UserError("--images judges existing images: it does not take --model or --out")
+        if not (images / "manifest.csv").is_file():
+            raise UserError(f"{images} is not a stimuli folder (no manifest.csv)")
+        evaluations = benchmark.evaluate_stimuli(images)
+        click.echo(benchmark.format_scores({v: e.scores() for v, e in evaluations.items()}))
+        return
+
+    from generation.loading import load_pipeline
+    from generation.mini.shapes import EVALUATION_PROMPTS
+    from generation.mini.teacher import TEACHER_DIR, read_info, teacher_variant
+    from generation.prompts import read_prompts
+    from generation.rendering import parse_seeds
+
+    model = model or TEACHER_DIR
+    prompt_list = read_prompts(prompts or EVALUATION_PROMPTS)
+    seed_list = parse_seeds(seeds)
+    options = dict(read_info(model).get("render", {}))
+    if steps is not None:
+        options["steps"] = steps
+    if guidance is not None:
+        options["guidance"] = guidance
+    variant = teacher_variant(model, **options)
+    pipe = load_pipeline(model)
+    evaluation = benchmark.evaluate_pipeline(pipe, variant, prompt_list, seed_list, progress=True)
+    if out is not None:
+        benchmark.write_geneval_folder(out, evaluation, prompt_list)
+    click.echo(f"model {model}: {len(prompt_list)} prompts x {len(seed_list)} seeds")
+    click.echo(benchmark.format_scores({"mini-geneval": evaluation.scores()}))

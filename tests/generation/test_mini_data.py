@@ -166,3 +166,21 @@ def test_mini_data_command_writes_images_captions_and_heldout_prompts(tmp_path) 
     again = CliRunner().invoke(main, ["mini", "data", "--out", str(out), "-n", "3"])
     assert again.exit_code != 0 and "already exists" in again.output
     assert len((out / "metadata.jsonl").read_text().splitlines()) == 12
+
+
+def test_mini_geneval_scorer_is_registered_and_scores_ground_truth(samples) -> None:
+    from generation.prompts import Prompt
+    from generation.scorers import available_scorers, get_scorer
+    from hprune.errors import UserError
+
+    assert "mini-geneval" in available_scorers()
+    scorer = get_scorer("mini-geneval")
+    assert scorer.higher_is_better and not scorer.needs_reference
+    chosen = samples[:12]
+    prompts = [Prompt(f"p{i}", s.prompt, s.tag) for i, s in enumerate(chosen)]
+    images = [s.image() for s in chosen]
+    assert scorer.score(images, prompts).tolist() == [1.0] * 12
+    blank = Image.new("RGB", (64, 64), shapes.BACKGROUND)
+    assert scorer.score([blank], prompts[:1]).tolist() == [0.0]
+    with pytest.raises(UserError, match="not a shapes-world prompt"):
+        scorer.score([blank], [Prompt("x", "a photo of a cat")])
