@@ -201,6 +201,10 @@ def _score_table(
         table["boot_low"], table["boot_high"] = scores.percentile(level)
         table["simul_low"], table["simul_high"] = scores.simultaneous(level)
         table["rank_low"], table["rank_high"], table["p_best"] = scores.ranks(level)
+    else:  # no bootstrap plan (e.g. one participant): same columns, honestly empty
+        for column in ("boot_low", "boot_high", "simul_low", "simul_high"):
+            table[column] = np.nan
+        table["rank_low"], table["rank_high"], table["p_best"] = np.nan, np.nan, np.nan
     order = np.argsort(-bt.scores, kind="stable")
     ranks = np.empty(k, int)
     ranks[order] = np.arange(1, k + 1)

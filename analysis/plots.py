@@ -28,6 +28,13 @@ def _interval(table: pd.DataFrame, low: str, high: str, fallback: tuple[str, str
     return table[fallback[0]].to_numpy(float), table[fallback[1]].to_numpy(float)
 
 
+def _point_and_interval(ax, value, y, lo, hi, color: str) -> None:
+    """A point and its interval as a segment: a percentile interval need not contain the
+    point estimate (e.g. under a prior), so it cannot be drawn as error lengths."""
+    ax.hlines(y, lo, hi, color=color)
+    ax.plot(value, y, "o", color=color)
+
+
 def scores_plot(scores: pd.DataFrame, title: str, level: float) -> bytes:
     """BT scores (bootstrap interval, else Wald) beside Thurstone JOD, best on top."""
     table = scores.sort_values("bt_score")
@@ -49,7 +56,7 @@ def scores_plot(scores: pd.DataFrame, title: str, level: float) -> bytes:
     ):
         value = table[column].to_numpy(float)
         lo, hi = _interval(table, low, high, fallback)
-        ax.errorbar(value, y, xerr=[value - lo, hi - value], fmt="o", color="#1f4e79", capsize=3)
+        _point_and_interval(ax, value, y, lo, hi, "#1f4e79")
         ax.axvline(0, color="#999", lw=0.8)
         ax.set_xlabel(label)
         ax.grid(axis="x", alpha=0.3)
@@ -91,7 +98,7 @@ def mos_plot(mos: pd.DataFrame, level: float) -> bytes:
         y = np.arange(len(part))
         lo, hi = _interval(part, "boot_low", "boot_high", ("ci_low", "ci_high"))
         m = part["mean"].to_numpy(float)
-        ax.errorbar(m, y, xerr=[m - lo, hi - m], fmt="o", color="#7a3b00", capsize=3)
+        _point_and_interval(ax, m, y, lo, hi, "#7a3b00")
         ax.set_yticks(y, part["variant"])
         ax.set_xlabel("mean opinion score")
         ax.set_title(criterion)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from analysis.qc import run_qc
 from analysis.simulate import PairDesign, simulate_metrics, simulate_pairs, simulate_ratings
 from generation.manifest import ManifestRow, write_manifest
 from generation.scoring import MetricInfo, write_metrics
@@ -326,6 +327,28 @@ def test_one_participant_is_a_labelled_warning(study_files, tmp_path) -> None:
     warnings = (tmp_path / "r/warnings.txt").read_text()
     assert "one participant" in warnings and "Wald" in warnings
     assert "one participant" in (tmp_path / "r/report.html").read_text()
+
+
+def test_exclusions_leaving_one_participant_still_report_both_versions(
+    study_files, tmp_path
+) -> None:
+    """All responses have a bootstrap, the excluded version cannot: the report says so."""
+    responses = pd.read_csv(study_files["responses"])
+    clean = sorted(set(responses["participant"]) - set(run_qc(responses).excluded))[:2]
+    two = responses[responses["participant"].isin(clean)].copy()
+    failed = (two["participant"] == clean[1]) & (two["kind"] == "attention")
+    assert failed.any()
+    two.loc[failed, "passed_checks"] = False
+    two.to_csv(tmp_path / "two.csv", index=False)
+    result = _analyze(
+        "--responses", str(tmp_path / "two.csv"), "--out", str(tmp_path / "r"), "--rounds", "20"
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(
+        next((tmp_path / "r/tables").glob("scores_*_with_and_without_exclusions.csv"))
+    )
+    assert table["boot_low_all_responses"].notna().all()
+    assert table["boot_low_after_exclusions"].isna().all()
 
 
 def test_power_command(tmp_path) -> None:
