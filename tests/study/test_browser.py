@@ -117,7 +117,8 @@ def test_prolific_link_to_completion_redirect(browser, server, make_study, app, 
 
 
 def test_closing_the_tab_or_the_browser_resumes_at_the_same_trial(browser, server, make_study):
-    study = make_study()
+    # Answers alternate sides: a gold trial answered wrong must not end the session here.
+    study = make_study(attention={"broken": 1, "repeat": 1, "max_failures": 5})
     entry = f"{server}/s/{study.key}?PROLIFIC_PID=PIDresume&STUDY_ID=st&SESSION_ID=se"
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
