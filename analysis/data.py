@@ -20,27 +20,10 @@ import numpy as np
 import pandas as pd
 
 from hprune.errors import UserError
+from study.export_format import CONTRACT_COLUMNS
 
 #: The columns of the responses export, in the contract's order (design.md).
-EXPORT_COLUMNS = [
-    "study",
-    "participant",
-    "trial_index",
-    "kind",
-    "criterion",
-    "prompt_id",
-    "left_image",
-    "right_image",
-    "left_variant",
-    "right_variant",
-    "choice",
-    "rating",
-    "rt_ms",
-    "server_ms",
-    "shown_at",
-    "answered_at",
-    "passed_checks",
-]
+EXPORT_COLUMNS = CONTRACT_COLUMNS
 REQUIRED = ["participant", "kind", "left_variant", "right_variant", "choice", "rating"]
 OPTIONAL_DEFAULTS: dict[str, object] = {
     "study": "",

@@ -19,33 +19,10 @@ from sqlalchemy.orm import Session, aliased
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
 from study.db import Database
+from study.export_format import CONTRACT_COLUMNS, EXTRA_COLUMNS
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
 
-COLUMNS = [
-    "study",
-    "participant",
-    "trial_index",
-    "kind",
-    "criterion",
-    "prompt_id",
-    "left_image",
-    "right_image",
-    "left_variant",
-    "right_variant",
-    "choice",
-    "rating",
-    "rt_ms",
-    "server_ms",
-    "shown_at",
-    "answered_at",
-    "passed_checks",
-    # beyond the contract's columns
-    "study_version",
-    "seed",
-    "check",
-    "check_passed",
-    "participant_outcome",
-]
+COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
 
 CODEBOOK = {
     "study": "study name (the spec's `name`)",
