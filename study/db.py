@@ -58,15 +58,21 @@ def _serialise_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    """An engine plus sessions: :meth:`write` serialises writers, :meth:`read` does not lock."""
+    """An engine plus sessions: :meth:`write` serialises writers, :meth:`read` does not lock.
+
+    ``cache`` holds what never changes once written (``study.catalogue``); every session of
+    this database finds it as ``session.info["hprune_cache"]``.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self.cache: dict = {}
+        info = {"hprune_cache": self.cache}
+        self._write = sessionmaker(self.engine, expire_on_commit=False, info=info)
         reader = self.engine.execution_options(sqlite_begin="DEFERRED")
-        self._read = sessionmaker(reader, expire_on_commit=False)
+        self._read = sessionmaker(reader, expire_on_commit=False, info=info)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:

@@ -5,47 +5,83 @@ assigns the participant's trials: practice first, then one block per criterion w
 main trials and the attention trials (gold trials with a broken image, repeats of an earlier
 trial with the sides swapped) at random positions drawn from the participant's recorded
 seed. The scheduler (``study.scheduling``) chooses the main tasks inside the assignment
-transaction: ``balanced`` fills the whole list at once, ``active`` fills each main trial
-when it becomes current. Left/right is counterbalanced per variant pair and criterion.
+transaction from the study's running counts (``study.tallies``): ``balanced`` fills the whole
+list at once, ``active`` fills each main trial when it becomes current. Left/right is
+counterbalanced per variant pair and criterion.
 
-Every function here runs inside one write transaction of the caller; the participant row is
-locked first (``FOR NO KEY UPDATE`` on PostgreSQL; SQLite serialises writers at ``BEGIN
-IMMEDIATE``), then the study row when trials are assigned, always in that order. ``NO KEY``
-locks serialise the assigners without blocking the foreign-key checks of rows that merely
-reference the study (a new participant), which ``FOR UPDATE`` would, and could deadlock on.
+Every function here runs inside one write transaction of the caller. Locks, always in this
+order: the participant row (``FOR NO KEY UPDATE`` on PostgreSQL, taken by the statement that
+loads it; SQLite serialises writers at ``BEGIN IMMEDIATE``), then the study row when trials are
+assigned or a participant stops counting, then tally rows. ``NO KEY`` locks serialise the
+assigners without blocking the foreign-key checks of rows that merely reference the study (a
+new participant), which ``FOR UPDATE`` would, and could deadlock on.
+
+A request works on the participant's trials as loaded by one query (:func:`load_trials`) and
+writes back only what it changes, so an answer costs a handful of statements however large
+the study is.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import re
 import secrets
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from study.models import (
-    Answer,
-    Participant,
-    Stimulus,
-    Study,
-    StudyVersion,
-    Trial,
-    VersionStimulus,
-    utcnow,
-)
-from study.scheduling import PairTask, RatingTask, SchedulingState, get_scheduler
+from study import tallies
+from study.catalogue import Catalogue, catalogue
+from study.models import Answer, Participant, Study, StudyVersion, Trial, utcnow
+from study.scheduling import PairTask, RatingTask, get_scheduler
 from study.spec import StudySpec
 
 ACTIVE_PHASES = ("instructions", "check", "trials")
 MOBILE_UA = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Opera Mini|IEMobile", re.IGNORECASE)
 EXCLUDED_OUTCOMES = ("failed_attention", "timed_out", "declined")
+NO_SYNC = {"synchronize_session": False}
+
+# The statements of the answer path, built once: SQLAlchemy then reuses their compiled form
+# without building and hashing a new statement each request.
+_trials, _answers = Trial.__table__, Answer.__table__
+LOAD_PARTICIPANT = (
+    update(Participant)
+    .where(Participant.public_id == bindparam("b_public_id"))
+    .where(Participant.study_id == bindparam("b_study_id"))
+    .values(last_seen_at=bindparam("b_now"))
+    .returning(Participant)
+)
+LOCK_STUDY = (
+    select(Study.id).where(Study.id == bindparam("study_id")).with_for_update(key_share=True)
+)
+LATE_PARTICIPANTS = (
+    select(Participant)
+    .where(
+        Participant.study_id == bindparam("study_id"),
+        Participant.deadline_at < bindparam("now"),
+        Participant.outcome.is_(None),
+        Participant.phase.in_(ACTIVE_PHASES),
+    )
+    .with_for_update(key_share=True, skip_locked=True)
+)
+LOAD_TRIALS = (
+    select(
+        _trials.c.id, _trials.c.public_id, _trials.c.position, _trials.c.kind,
+        _trials.c.presentation, _trials.c.criterion, _trials.c.check, _trials.c.repeat_of,
+        _trials.c.expected, _trials.c.prompt_id, _trials.c.seed, _trials.c.left_id,
+        _trials.c.right_id, _trials.c.shown_at,
+        _answers.c.id, _answers.c.choice, _answers.c.rating, _answers.c.passed,
+    )
+    .outerjoin(_answers, _answers.c.trial_id == _trials.c.id)
+    .where(_trials.c.participant_id == bindparam("participant_id"))
+    .order_by(_trials.c.position)
+)  # fmt: skip
+UPDATE_TRIAL = _trials.update().where(_trials.c.id == bindparam("trial_id"))
+DELETE_TRIAL = _trials.delete().where(_trials.c.id == bindparam("trial_id"))
+INSERT_ANSWER = _answers.insert().returning(_answers.c.id)
 
 
 class FlowError(Exception):
@@ -61,15 +97,6 @@ def new_token(nbytes: int = 12) -> str:
     return secrets.token_urlsafe(nbytes)
 
 
-@functools.lru_cache(maxsize=64)
-def _parse_spec(version_id: int, spec_json: str) -> StudySpec:
-    return StudySpec.from_json(spec_json)
-
-
-def spec_of(version: StudyVersion) -> StudySpec:
-    return _parse_spec(version.id, version.spec_json)
-
-
 def latest_version(session: Session, study: Study) -> StudyVersion:
     return session.scalars(
         select(StudyVersion)
@@ -77,6 +104,14 @@ def latest_version(session: Session, study: Study) -> StudyVersion:
         .order_by(StudyVersion.number.desc())
         .limit(1)
     ).one()
+
+
+def lock_study(session: Session, study_id: int) -> None:
+    """Serialise assigners of this study (once per transaction)."""
+    if session.info.get("locked_study") == study_id:
+        return
+    session.execute(LOCK_STUDY, {"study_id": study_id})
+    session.info["locked_study"] = study_id
 
 
 # --- entering and moving through the phases --------------------------------------------------
@@ -122,37 +157,66 @@ def enter(
     return participant
 
 
-def expire_if_late(participant: Participant, now: datetime | None = None) -> bool:
-    """Move a participant past their time limit to the end (timed out). True if it happened."""
-    now = now or utcnow()
-    if (
-        participant.phase in ACTIVE_PHASES
-        and participant.deadline_at is not None
-        and now > participant.deadline_at
-    ):
-        _finish(participant, "timed_out", now)
-        return True
-    return False
+def load_participant(session: Session, study_id: int, public_id: str) -> Participant | None:
+    """The participant, locked for this transaction and marked seen, in one statement."""
+    return session.scalars(
+        LOAD_PARTICIPANT,
+        {"b_public_id": public_id, "b_study_id": study_id, "b_now": utcnow()},
+        execution_options=NO_SYNC,
+    ).one_or_none()
 
 
-def _finish(participant: Participant, outcome: str, now: datetime | None = None) -> None:
+def finish(session: Session, participant: Participant, outcome: str, now=None) -> None:
+    """End the session with ``outcome``; a participant who drops out stops counting."""
+    if outcome in EXCLUDED_OUTCOMES and participant.phase == "trials":
+        lock_study(session, participant.study_id)
+        tallies.subtract_participants(session, participant.study_id, [participant.id])
     participant.phase = "end" if outcome != "declined" else "declined"
     participant.outcome = outcome
     participant.finished_at = now or utcnow()
 
 
-def complete(participant: Participant) -> None:
+def is_late(participant: Participant, now: datetime) -> bool:
+    return (
+        participant.phase in ACTIVE_PHASES
+        and participant.deadline_at is not None
+        and now > participant.deadline_at
+    )
+
+
+def expire_if_late(session: Session, participant: Participant, now=None) -> bool:
+    """Move a participant past their time limit to the end (timed out). True if it happened."""
+    now = now or utcnow()
+    if is_late(participant, now):
+        finish(session, participant, "timed_out", now)
+        return True
+    return False
+
+
+def expire_late_participants(session: Session, study_id: int, now: datetime) -> None:
+    """Time out the study's participants past their limit, so that their tasks are free again.
+
+    Called by assigners (study row locked). Participants locked by a request of their own are
+    skipped: that request times them out itself.
+    """
+    late = session.scalars(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
+    tallies.subtract_participants(session, study_id, [p.id for p in late if p.phase == "trials"])
+    for participant in late:
+        participant.phase, participant.outcome, participant.finished_at = "end", "timed_out", now
+
+
+def complete(session: Session, participant: Participant) -> None:
     """Every trial answered: the participant gets the completion code."""
     if participant.phase == "trials":
-        _finish(participant, "completed")
+        finish(session, participant, "completed")
 
 
-def give_consent(participant: Participant, spec: StudySpec, agree: bool) -> None:
+def give_consent(session: Session, participant: Participant, spec: StudySpec, agree: bool) -> None:
     if participant.phase != "consent":
         return  # a repeated form post: nothing to do, the caller redirects to the current phase
     now = utcnow()
     if not agree:
-        _finish(participant, "declined", now)
+        finish(session, participant, "declined", now)
         return
     participant.phase = "instructions"
     participant.consented_at = now
@@ -183,146 +247,12 @@ def screen_refusal(
     return None
 
 
-def pass_check(
-    session: Session, participant: Participant, spec: StudySpec, width: int, height: int
-) -> None:
+def pass_check(session: Session, participant: Participant, width: int, height: int) -> None:
     if participant.phase != "check":
         return
     participant.viewport_width, participant.viewport_height = width, height
-    assign(session, participant, spec)
+    assign(session, participant, catalogue(session, participant.version_id))
     participant.phase = "trials"
-
-
-# --- the study's images and the scheduling state ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """A study version's stimuli: what can be assigned."""
-
-    variants: list[str]
-    items: list[tuple[str, int]]
-    pairs: list[tuple[str, str]]
-    by_cell: dict[tuple[str, str, int], int]  # (variant, prompt_id, seed) -> stimulus id
-    broken: list[tuple[int, tuple[str, int]]]  # (stimulus id, item)
-
-
-@functools.lru_cache(maxsize=32)
-def _catalogue(version_id: int, spec_json: str, rows: tuple) -> Catalogue:
-    spec = _parse_spec(version_id, spec_json)
-    by_cell, broken = {}, []
-    for sid, role, variant, prompt_id, seed in rows:
-        if role == "broken":
-            broken.append((sid, (prompt_id, seed)))
-        else:
-            by_cell[(variant, prompt_id, seed)] = sid
-    variants = list(spec.variants) if spec.variants else sorted({v for v, _, _ in by_cell})
-    items = sorted({(p, s) for _, p, s in by_cell})
-    if spec.compare == "reference":
-        pairs = [(spec.reference, v) for v in variants if v != spec.reference]
-    else:
-        pairs = list(itertools.combinations(variants, 2))
-    return Catalogue(variants, items, pairs, by_cell, sorted(broken))
-
-
-def catalogue(session: Session, version: StudyVersion) -> Catalogue:
-    rows = session.execute(
-        select(Stimulus.id, Stimulus.role, Stimulus.variant, Stimulus.prompt_id, Stimulus.seed)
-        .join(VersionStimulus, VersionStimulus.stimulus_id == Stimulus.id)
-        .where(VersionStimulus.version_id == version.id)
-        .order_by(Stimulus.id)
-    ).all()
-    return _catalogue(version.id, version.spec_json, tuple(tuple(r) for r in rows))
-
-
-@dataclass
-class StudyTallies:
-    """What the study has assigned and learned so far, for one criterion."""
-
-    state: SchedulingState
-    left_counts: Counter  # (variant_a, variant_b) of a sorted pair -> times variant_a was left
-    pair_counts: Counter  # (variant_a, variant_b) -> pair trials
-
-
-def tallies(
-    session: Session,
-    study_id: int,
-    participant: Participant,
-    cat: Catalogue,
-    criterion: str,
-    now: datetime,
-) -> StudyTallies:
-    """The scheduling state of one criterion, from one grouped query over the study's trials.
-
-    Counted: trials of participants who are still in time or who completed; those who failed
-    the attention checks, timed out or declined free their tasks for others.
-    """
-    left, right = aliased(Stimulus), aliased(Stimulus)
-    counted = and_(
-        Participant.study_id == study_id,
-        or_(Participant.outcome.is_(None), Participant.outcome.not_in(EXCLUDED_OUTCOMES)),
-        or_(
-            Participant.outcome.is_not(None),
-            Participant.deadline_at.is_(None),
-            Participant.deadline_at >= now,
-        ),
-    )
-    base = (
-        select(Trial.prompt_id, Trial.seed, left.variant, right.variant)
-        .join(left, left.id == Trial.left_id)
-        .outerjoin(right, right.id == Trial.right_id)
-        .where(Trial.criterion == criterion, Trial.kind.in_(("pair", "rating")))
-    )
-    rows = session.execute(
-        base.add_columns(Answer.choice, func.count())
-        .join(Participant, Participant.id == Trial.participant_id)
-        .outerjoin(Answer, Answer.trial_id == Trial.id)
-        .where(counted)
-        .group_by(Trial.prompt_id, Trial.seed, left.variant, right.variant, Answer.choice)
-    ).all()
-    mine = session.execute(base.where(Trial.participant_id == participant.id)).all()
-    index = {v: k for k, v in enumerate(cat.variants)}
-    state = SchedulingState(variants=cat.variants, items=cat.items, pairs=cat.pairs)
-    for prompt_id, seed, lv, rv in mine:
-        if rv is None:
-            state.participant_ratings.add(RatingTask(prompt_id, seed, lv))
-        else:
-            state.participant_pairs.add(PairTask.unordered(prompt_id, seed, lv, rv))
-    left_counts, pair_counts = Counter(), Counter()
-    for prompt_id, seed, lv, rv, choice, n in rows:
-        if rv is None:
-            state.assigned_ratings[RatingTask(prompt_id, seed, lv)] += n
-            continue
-        task = PairTask.unordered(prompt_id, seed, lv, rv)
-        state.assigned_pairs[task] += n
-        pair_counts[task.pair] += n
-        if lv == task.variant_a:
-            left_counts[task.pair] += n
-        if choice is not None and lv in index and rv in index:
-            i, j = index[lv], index[rv]
-            if choice == "left":
-                state.wins[i, j] += n
-            elif choice == "right":
-                state.wins[j, i] += n
-            else:
-                state.wins[i, j] += 0.5 * n
-                state.wins[j, i] += 0.5 * n
-    return StudyTallies(state, left_counts, pair_counts)
-
-
-def _sides(task: PairTask, tally: StudyTallies, rng: np.random.Generator) -> tuple[str, str]:
-    """(left, right) variants: the variant that has been left less often in this pair goes left."""
-    a, b = task.pair
-    a_left = tally.left_counts[task.pair]
-    b_left = tally.pair_counts[task.pair] - a_left
-    first_left = bool(rng.integers(2)) if a_left == b_left else a_left < b_left
-    tally.pair_counts[task.pair] += 1
-    tally.left_counts[task.pair] += int(first_left)
-    return (a, b) if first_left else (b, a)
-
-
-def _lock_study(session: Session, study_id: int) -> None:
-    session.execute(select(Study.id).where(Study.id == study_id).with_for_update(key_share=True))
 
 
 # --- assignment ------------------------------------------------------------------------------
@@ -365,19 +295,19 @@ def plan(spec: StudySpec, rng: np.random.Generator) -> list[Slot]:
     return slots
 
 
-def assign(session: Session, participant: Participant, spec: StudySpec) -> None:
+def assign(session: Session, participant: Participant, cat: Catalogue) -> None:
     """Create the participant's trials (once: a repeated check post finds them there)."""
     if session.scalar(select(Trial.id).where(Trial.participant_id == participant.id).limit(1)):
         return
-    _lock_study(session, participant.study_id)
-    rng = np.random.default_rng(participant.order_seed)
-    cat = catalogue(session, participant.version)
-    slots = plan(spec, rng)
+    spec = cat.spec
     now = utcnow()
-    trials: dict[int, Trial] = {}
-    for position, slot in enumerate(slots):
-        presentation = "rating" if spec.kind == "rating" else "pair"
-        trials[id(slot)] = Trial(
+    lock_study(session, participant.study_id)
+    expire_late_participants(session, participant.study_id, now)
+    rng = np.random.default_rng(participant.order_seed)
+    slots = plan(spec, rng)
+    presentation = "rating" if spec.kind == "rating" else "pair"
+    trials = {
+        id(slot): Trial(
             public_id=new_token(),
             participant_id=participant.id,
             position=position,
@@ -385,53 +315,75 @@ def assign(session: Session, participant: Participant, spec: StudySpec) -> None:
             presentation=presentation,
             criterion=slot.criterion,
             check=slot.check,
-            repeat_of=None,
         )
+        for position, slot in enumerate(slots)
+    }
     for slot in slots:
         if slot.repeat_of is not None:
             trials[id(slot)].repeat_of = trials[id(slot.repeat_of)].position
-    session.add_all(trials.values())
-    session.flush()
-
-    by_position = {t.position: t for t in trials.values()}
-    for slot in slots:
-        trial = trials[id(slot)]
         if slot.kind == "practice":
-            _fill_practice(trial, cat, spec, rng)
+            _fill_practice(trials[id(slot)], cat, rng)
         elif slot.check == "broken":
-            _fill_broken(trial, cat, spec, rng)
+            _fill_broken(trials[id(slot)], cat, rng)
+    kept = list(trials.values())
     if spec.scheduler == "balanced":
         scheduler = get_scheduler("balanced", **spec.scheduler_options)
+        by_position = {t.position: t for t in kept}
         for criterion in spec.criteria:
-            mains = [
-                t
-                for t in by_position.values()
-                if t.kind == spec.kind and t.criterion == criterion.name
-            ]
-            mains.sort(key=lambda t: t.position)
-            tally = tallies(session, participant.study_id, participant, cat, criterion.name, now)
+            mains = [t for t in kept if t.kind == spec.kind and t.criterion == criterion.name]
+            tally = tallies.read(session, cat, criterion.name)
             tasks = _next_tasks(scheduler, spec, tally, len(mains), rng)
             order = rng.permutation(len(tasks))
             for trial, k in zip(mains, order, strict=False):
                 _fill_task(trial, tasks[int(k)], cat, tally, rng)
-            for trial in mains[len(tasks) :]:  # the participant has every task there is
-                _drop(session, trial, by_position)
-        for trial in sorted(by_position.values(), key=lambda t: t.position):
+            tallies.add_assignments(
+                session,
+                cat.study_id,
+                criterion.name,
+                [_assignment(cat, t) for t in mains if t.left_id is not None],
+            )
+        for trial in kept:
             if trial.check == "repeat":
-                _fill_repeat(session, trial, by_position.get(trial.repeat_of))
-    for trial in by_position.values():
+                original = by_position[trial.repeat_of]
+                if original.left_id is not None:
+                    _copy_swapped(trial, original)
+        kept = [t for t in kept if t.left_id is not None]  # the participant has every task
+    for trial in kept:
         if trial.left_id is not None:
             trial.assigned_at = now
+    session.add_all(kept)
     session.flush()
 
 
-def _next_tasks(scheduler, spec: StudySpec, tally: StudyTallies, n: int, rng) -> list:
+def _assignment(cat: Catalogue, trial) -> tuple[str, int, str, str | None]:
+    return (
+        trial.prompt_id,
+        trial.seed,
+        cat.variant_of(trial.left_id),
+        cat.variant_of(trial.right_id),
+    )
+
+
+def _next_tasks(scheduler, spec: StudySpec, tally: tallies.StudyTallies, n: int, rng) -> list:
     if spec.kind == "rating":
         return scheduler.next_ratings(tally.state, n, rng)
     return scheduler.next_pairs(tally.state, n, rng)
 
 
-def _fill_task(trial: Trial, task, cat: Catalogue, tally: StudyTallies, rng) -> None:
+def _sides(
+    task: PairTask, tally: tallies.StudyTallies, rng: np.random.Generator
+) -> tuple[str, str]:
+    """(left, right) variants: the variant that has been left less often in this pair goes left."""
+    a, b = task.pair
+    counts = tally.pairs.setdefault(task.pair, tallies.PairCounts())
+    a_left, b_left = counts.a_left, counts.assigned - counts.a_left
+    first_left = bool(rng.integers(2)) if a_left == b_left else a_left < b_left
+    counts.assigned += 1
+    counts.a_left += int(first_left)
+    return (a, b) if first_left else (b, a)
+
+
+def _fill_task(trial, task, cat: Catalogue, tally: tallies.StudyTallies, rng) -> None:
     trial.prompt_id, trial.seed = task.prompt_id, task.seed
     if isinstance(task, RatingTask):
         trial.left_id = cat.by_cell[(task.variant, task.prompt_id, task.seed)]
@@ -441,10 +393,10 @@ def _fill_task(trial: Trial, task, cat: Catalogue, tally: StudyTallies, rng) -> 
     trial.right_id = cat.by_cell[(rv, task.prompt_id, task.seed)]
 
 
-def _fill_practice(trial: Trial, cat: Catalogue, spec: StudySpec, rng) -> None:
+def _fill_practice(trial: Trial, cat: Catalogue, rng) -> None:
     prompt_id, seed = cat.items[int(rng.integers(len(cat.items)))]
     trial.prompt_id, trial.seed = prompt_id, seed
-    if spec.kind == "rating":
+    if cat.spec.kind == "rating":
         variant = cat.variants[int(rng.integers(len(cat.variants)))]
         trial.left_id = cat.by_cell[(variant, prompt_id, seed)]
         return
@@ -457,11 +409,11 @@ def _fill_practice(trial: Trial, cat: Catalogue, spec: StudySpec, rng) -> None:
     )
 
 
-def _fill_broken(trial: Trial, cat: Catalogue, spec: StudySpec, rng) -> None:
+def _fill_broken(trial: Trial, cat: Catalogue, rng) -> None:
     """A gold trial: a broken image (beside an intact one of the same prompt, for pairs)."""
     broken_id, (prompt_id, seed) = cat.broken[int(rng.integers(len(cat.broken)))]
     trial.prompt_id, trial.seed = prompt_id, seed
-    if spec.kind == "rating":
+    if cat.spec.kind == "rating":
         trial.left_id, trial.expected = broken_id, "<=2"
         return
     partner = cat.by_cell[(cat.variants[int(rng.integers(len(cat.variants)))], prompt_id, seed)]
@@ -471,11 +423,8 @@ def _fill_broken(trial: Trial, cat: Catalogue, spec: StudySpec, rng) -> None:
         trial.left_id, trial.right_id, trial.expected = broken_id, partner, "right"
 
 
-def _fill_repeat(session: Session, trial: Trial, original: Trial | None) -> None:
-    """The original trial again, sides swapped; dropped if the original could not be filled."""
-    if original is None or original.left_id is None:
-        session.delete(trial)
-        return
+def _copy_swapped(trial, original) -> None:
+    """A repeat: the original trial again with the sides swapped."""
     trial.prompt_id, trial.seed = original.prompt_id, original.seed
     if original.right_id is None:
         trial.left_id = original.left_id
@@ -483,92 +432,120 @@ def _fill_repeat(session: Session, trial: Trial, original: Trial | None) -> None
         trial.left_id, trial.right_id = original.right_id, original.left_id
 
 
-def _drop(session: Session, trial: Trial, by_position: dict[int, Trial]) -> None:
-    by_position.pop(trial.position, None)
-    session.delete(trial)
+# --- a participant's trials, as one request sees them ----------------------------------------
 
 
-def _fill_active(session: Session, participant: Participant, spec: StudySpec, trial: Trial) -> bool:
+@dataclass(slots=True)
+class TrialRow:
+    """One of the participant's trials with its answer, as loaded for this request."""
+
+    id: int
+    public_id: str
+    position: int
+    kind: str
+    presentation: str
+    criterion: str
+    check: str | None
+    repeat_of: int | None
+    expected: str | None
+    prompt_id: str | None
+    seed: int | None
+    left_id: int | None
+    right_id: int | None
+    shown_at: datetime | None
+    answer_id: int | None
+    choice: str | None
+    rating: int | None
+    passed: bool | None
+
+    @property
+    def answered(self) -> bool:
+        return self.answer_id is not None
+
+
+def load_trials(session: Session, participant: Participant) -> list[TrialRow]:
+    """The participant's trials in order, with their answers (one query)."""
+    rows = session.execute(LOAD_TRIALS, {"participant_id": participant.id})
+    return [TrialRow(*row) for row in rows]
+
+
+def current_trial(
+    session: Session, participant: Participant, cat: Catalogue, trials: list[TrialRow]
+) -> TrialRow | None:
+    """The first unanswered trial (filled and marked shown), or None when all are answered."""
+    now = utcnow()
+    for trial in [t for t in trials if not t.answered]:
+        changes = {}
+        if trial.left_id is None:
+            if trial.check == "repeat":
+                original = next((t for t in trials if t.position == trial.repeat_of), None)
+                filled = original is not None and original.left_id is not None
+                if filled:
+                    _copy_swapped(trial, original)
+            else:
+                filled = _fill_active(session, participant, cat, trials, trial)
+            if not filled:  # nothing left to ask: the trial goes
+                session.execute(DELETE_TRIAL, {"trial_id": trial.id})
+                trials.remove(trial)
+                continue
+            changes = {
+                "prompt_id": trial.prompt_id, "seed": trial.seed, "left_id": trial.left_id,
+                "right_id": trial.right_id, "assigned_at": now,
+            }  # fmt: skip
+        if trial.shown_at is None:
+            trial.shown_at = changes["shown_at"] = now
+        if changes:
+            session.execute(UPDATE_TRIAL, {"trial_id": trial.id, **changes})
+        return trial
+    return None
+
+
+def _fill_active(
+    session: Session, participant: Participant, cat: Catalogue, trials: list[TrialRow], trial
+) -> bool:
     """Fill an empty main trial of an ``active`` study now that it is current."""
-    _lock_study(session, participant.study_id)
-    cat = catalogue(session, participant.version)
-    tally = tallies(session, participant.study_id, participant, cat, trial.criterion, utcnow())
+    spec = cat.spec
+    lock_study(session, participant.study_id)
+    expire_late_participants(session, participant.study_id, utcnow())
+    mine = [
+        _task(cat, t)
+        for t in trials
+        if t.kind == spec.kind and t.criterion == trial.criterion and t.left_id is not None
+    ]
+    tally = tallies.read(session, cat, trial.criterion, mine)
     rng = np.random.default_rng([participant.order_seed, trial.position])
     scheduler = get_scheduler(spec.scheduler, **spec.scheduler_options)
     tasks = _next_tasks(scheduler, spec, tally, 1, rng)
     if not tasks:
         return False
     _fill_task(trial, tasks[0], cat, tally, rng)
-    trial.assigned_at = utcnow()
+    tallies.add_assignments(session, cat.study_id, trial.criterion, [_assignment(cat, trial)])
     return True
 
 
-# --- trials and answers ----------------------------------------------------------------------
+def _task(cat: Catalogue, trial: TrialRow) -> PairTask | RatingTask:
+    left = cat.variant_of(trial.left_id)
+    if trial.right_id is None:
+        return RatingTask(trial.prompt_id, trial.seed, left)
+    return PairTask.unordered(trial.prompt_id, trial.seed, left, cat.variant_of(trial.right_id))
 
 
-def current_trial(session: Session, participant: Participant, spec: StudySpec) -> Trial | None:
-    """The first unanswered trial (filled and marked shown), or None when all are answered."""
-    while True:
-        trial = session.scalar(
-            select(Trial)
-            .outerjoin(Answer, Answer.trial_id == Trial.id)
-            .where(Trial.participant_id == participant.id, Answer.id.is_(None))
-            .order_by(Trial.position)
-            .limit(1)
-        )
-        if trial is None:
-            return None
-        if trial.left_id is None:
-            filled = (
-                _fill_repeat_now(session, participant, trial)
-                if trial.check == "repeat"
-                else _fill_active(session, participant, spec, trial)
-            )
-            if not filled:
-                session.delete(trial)
-                session.flush()
-                continue
-        if trial.shown_at is None:
-            trial.shown_at = utcnow()
-        return trial
+def following(trials: list[TrialRow], trial: TrialRow) -> TrialRow | None:
+    """The trial after ``trial`` (for preloading its images)."""
+    index = trials.index(trial)
+    return trials[index + 1] if index + 1 < len(trials) else None
 
 
-def _fill_repeat_now(session: Session, participant: Participant, trial: Trial) -> bool:
-    original = session.scalar(
-        select(Trial).where(
-            Trial.participant_id == participant.id, Trial.position == trial.repeat_of
-        )
-    )
-    if original is None or original.left_id is None:
-        return False
-    _fill_repeat(session, trial, original)
-    trial.assigned_at = utcnow()
-    return True
-
-
-def next_trial_after(session: Session, trial: Trial) -> Trial | None:
-    """The trial after ``trial`` (for preloading its images), if it is filled already."""
-    return session.scalar(
-        select(Trial)
-        .where(Trial.participant_id == trial.participant_id, Trial.position > trial.position)
-        .order_by(Trial.position)
-        .limit(1)
-    )
-
-
-def progress(session: Session, participant: Participant) -> dict:
-    rows = session.execute(
-        select(Trial.kind, func.count(Trial.id), func.count(Answer.id))
-        .outerjoin(Answer, Answer.trial_id == Trial.id)
-        .where(Trial.participant_id == participant.id)
-        .group_by(Trial.kind)
-    ).all()
+def progress(trials: list[TrialRow]) -> dict:
     out = {"done": 0, "total": 0, "practice_done": 0, "practice_total": 0}
-    for kind, total, done in rows:
-        prefix = "practice_" if kind == "practice" else ""
-        out[prefix + "total"] += total
-        out[prefix + "done"] += done
+    for trial in trials:
+        prefix = "practice_" if trial.kind == "practice" else ""
+        out[prefix + "total"] += 1
+        out[prefix + "done"] += trial.answered
     return out
+
+
+# --- answers ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -581,59 +558,80 @@ class Submitted:
 def record_answer(
     session: Session,
     participant: Participant,
-    spec: StudySpec,
+    cat: Catalogue,
+    trials: list[TrialRow],
     trial_public_id: str,
     submitted: Submitted,
-) -> str:
-    """Store an answer: ``"recorded"``, or ``"already_recorded"`` for an identical retry."""
-    trial = session.scalar(
-        select(Trial).where(
-            Trial.public_id == trial_public_id, Trial.participant_id == participant.id
-        )
-    )
+) -> tuple[str, TrialRow | None]:
+    """Store an answer and move on: (``"recorded"`` or ``"already_recorded"`` for an identical
+    retry, the participant's current trial afterwards or None)."""
+    spec = cat.spec
+    trial = next((t for t in trials if t.public_id == trial_public_id), None)
     if trial is None:
         raise FlowError(404, "There is no such trial in your session.")
-    existing = session.scalar(select(Answer).where(Answer.trial_id == trial.id))
-    if existing is not None:
-        if (existing.choice, existing.rating) == (submitted.choice, submitted.rating):
-            return "already_recorded"
-        raise FlowError(409, "This trial has already been answered; its answer cannot change.")
-    if participant.phase != "trials":
-        raise FlowError(409, "Your session is not in the trials phase.")
-    current = current_trial(session, participant, spec)
-    if current is None or current.id != trial.id:
-        raise FlowError(409, "This is not your current trial; reload the page to continue.")
-    _validate(trial, spec, submitted)
-
-    now = utcnow()
-    answer = Answer(
-        trial_id=trial.id,
-        participant_id=participant.id,
-        choice=submitted.choice,
-        rating=submitted.rating,
-        rt_ms=submitted.rt_ms,
-        server_ms=(now - trial.shown_at).total_seconds() * 1000 if trial.shown_at else None,
-        answered_at=now,
-        passed=_check_passed(session, trial, submitted),
+    status = "already_recorded"
+    if trial.answered:
+        if (trial.choice, trial.rating) != (submitted.choice, submitted.rating):
+            raise FlowError(409, "This trial has already been answered; its answer cannot change.")
+    else:
+        if participant.phase != "trials":
+            raise FlowError(409, "Your session is not in the trials phase.")
+        current = next((t for t in trials if not t.answered), None)
+        if current is not trial or trial.left_id is None:
+            raise FlowError(409, "This is not your current trial; reload the page to continue.")
+        _validate(trial, spec, submitted)
+        _store(session, participant, spec, trial, trials, submitted)
+        status = "recorded"
+    current = (
+        current_trial(session, participant, cat, trials) if participant.phase == "trials" else None
     )
-    session.add(answer)
-    session.flush()
-    if trial.check == "broken" and answer.passed is False:
-        failures = session.scalar(
-            select(func.count(Answer.id))
-            .join(Trial, Trial.id == Answer.trial_id)
-            .where(
-                Answer.participant_id == participant.id,
-                Trial.check == "broken",
-                Answer.passed.is_(False),
-            )
-        )
+    if current is None:
+        complete(session, participant)
+    if (
+        status == "recorded"
+        and trial.kind == "pair"
+        and participant.outcome not in EXCLUDED_OUTCOMES
+    ):
+        # last: after the study lock that filling the next trial may have taken (tallies doc)
+        left, right = cat.variant_of(trial.left_id), cat.variant_of(trial.right_id)
+        tallies.add_answer(
+            session, cat.study_id, trial.criterion,
+            (trial.prompt_id, trial.seed, left, right, trial.choice),
+        )  # fmt: skip
+    return status, current
+
+
+def _store(
+    session: Session,
+    participant: Participant,
+    spec: StudySpec,
+    trial: TrialRow,
+    trials: list[TrialRow],
+    submitted: Submitted,
+) -> None:
+    now = utcnow()
+    trial.choice, trial.rating = submitted.choice, submitted.rating
+    trial.passed = _check_passed(trial, trials, submitted)
+    trial.answer_id = session.scalar(
+        INSERT_ANSWER,
+        {
+            "trial_id": trial.id,
+            "participant_id": participant.id,
+            "choice": submitted.choice,
+            "rating": submitted.rating,
+            "rt_ms": submitted.rt_ms,
+            "server_ms": (now - trial.shown_at).total_seconds() * 1000 if trial.shown_at else None,
+            "answered_at": now,
+            "passed": trial.passed,
+        },
+    )
+    if trial.check == "broken" and trial.passed is False:
+        failures = sum(t.check == "broken" and t.passed is False for t in trials)
         if failures > spec.attention.max_failures:
-            _finish(participant, "failed_attention", now)
-    return "recorded"  # the caller's next current_trial() completes a finished participant
+            finish(session, participant, "failed_attention", now)
 
 
-def _validate(trial: Trial, spec: StudySpec, submitted: Submitted) -> None:
+def _validate(trial: TrialRow, spec: StudySpec, submitted: Submitted) -> None:
     if trial.presentation == "rating":
         if submitted.choice is not None or submitted.rating is None:
             raise FlowError(400, "This trial needs a rating, not a choice.")
@@ -647,18 +645,14 @@ def _validate(trial: Trial, spec: StudySpec, submitted: Submitted) -> None:
         raise FlowError(400, f"The choice must be one of: {', '.join(allowed)}.")
 
 
-def _check_passed(session: Session, trial: Trial, submitted: Submitted) -> bool | None:
+def _check_passed(trial: TrialRow, trials: list[TrialRow], submitted: Submitted) -> bool | None:
     if trial.check == "broken":
         if trial.expected == "<=2":
             return submitted.rating is not None and submitted.rating <= 2
         return submitted.choice == trial.expected
     if trial.check == "repeat":
-        original = session.scalar(
-            select(Answer)
-            .join(Trial, Trial.id == Answer.trial_id)
-            .where(Trial.participant_id == trial.participant_id, Trial.position == trial.repeat_of)
-        )
-        if original is None:
+        original = next((t for t in trials if t.position == trial.repeat_of), None)
+        if original is None or not original.answered:
             return None
         if submitted.rating is not None:
             return original.rating is not None and abs(original.rating - submitted.rating) <= 1

@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -107,7 +108,10 @@ class VersionStimulus(Base):
 
 class Participant(Base):
     __tablename__ = "participants"
-    __table_args__ = (UniqueConstraint("study_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "external_id"),
+        Index("ix_participants_study_id_deadline_at", "study_id", "deadline_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)  # in the session cookie
@@ -186,6 +190,38 @@ class Answer(Base):
     passed: Mapped[bool | None] = mapped_column(Boolean)  # attention trials: check passed
 
     trial: Mapped[Trial] = relationship(back_populates="answer")
+
+
+class TallyPair(Base):
+    """Running counts of one variant pair's main trials (``study.tallies``): what the
+    schedulers and the left/right counterbalancing read instead of scanning every trial."""
+
+    __tablename__ = "tally_pairs"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    criterion: Mapped[str] = mapped_column(String(100), primary_key=True)
+    variant_a: Mapped[str] = mapped_column(String(200), primary_key=True)  # variant_a < variant_b
+    variant_b: Mapped[str] = mapped_column(String(200), primary_key=True)
+    assigned: Mapped[int] = mapped_column(Integer)
+    a_left: Mapped[int] = mapped_column(Integer)  # assigned with variant_a on the left
+    a_wins: Mapped[int] = mapped_column(Integer)  # answered: variant_a chosen
+    b_wins: Mapped[int] = mapped_column(Integer)
+    ties: Mapped[int] = mapped_column(Integer)
+
+
+class TallyCell(Base):
+    """Running count of the main trials assigned per variant pair (or rated variant, with
+    ``variant_b`` empty) and item: how evenly the design's cells are covered."""
+
+    __tablename__ = "tally_cells"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    criterion: Mapped[str] = mapped_column(String(100), primary_key=True)
+    variant_a: Mapped[str] = mapped_column(String(200), primary_key=True)
+    variant_b: Mapped[str] = mapped_column(String(200), primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    seed: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    assigned: Mapped[int] = mapped_column(Integer)
 
 
 class Admin(Base):

@@ -12,23 +12,22 @@ import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from study.app import get_db
-from study.blueprints.common import load_participant, load_study, phase_url
+from study.blueprints.common import load_participant, phase_url
+from study.catalogue import Catalogue, catalogue
 from study.flow import (
     FlowError,
     Submitted,
+    TrialRow,
     complete,
     current_trial,
-    next_trial_after,
+    following,
+    load_trials,
     progress,
     record_answer,
-    spec_of,
 )
-from study.models import Participant, Stimulus, Trial
-from study.spec import StudySpec
+from study.models import Participant
 
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 
@@ -36,35 +35,24 @@ MAX_RT_MS = 24 * 3600 * 1000
 TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def _stimulus_facts(db: Session, stimulus_id: int) -> tuple[str, str]:
-    """(token, prompt) of a stimulus; cached per process, since neither ever changes."""
-    cache = current_app.extensions.setdefault("hprune_stimulus_cache", {})
-    facts = cache.get(stimulus_id)
-    if facts is None:
-        row = db.execute(
-            select(Stimulus.token, Stimulus.prompt).where(Stimulus.id == stimulus_id)
-        ).one()
-        facts = cache[stimulus_id] = (row.token, row.prompt)
-    return facts
-
-
-def _image_url(db: Session, stimulus_id: int | None) -> str | None:
+def _image_url(cat: Catalogue, stimulus_id: int | None) -> str | None:
     if stimulus_id is None:
         return None
-    return url_for("participant.image", token=_stimulus_facts(db, stimulus_id)[0])
+    return url_for("participant.image", token=cat.stimuli[stimulus_id].token)
 
 
-def _trial_json(db: Session, trial: Trial, spec: StudySpec) -> dict:
+def _trial_json(cat: Catalogue, trial: TrialRow) -> dict:
+    spec = cat.spec
     criterion = spec.criterion(trial.criterion)
     body = {
         "id": trial.public_id,
         "practice": trial.kind == "practice",
         "kind": trial.presentation,
         "question": criterion.question,
-        "prompt": _stimulus_facts(db, trial.left_id)[1] if criterion.show_prompt else None,
+        "prompt": cat.stimuli[trial.left_id].prompt if criterion.show_prompt else None,
     }
     if trial.presentation == "rating":
-        body["images"] = {"image": _image_url(db, trial.left_id)}
+        body["images"] = {"image": _image_url(cat, trial.left_id)}
         body["scale"] = {
             "min": min(spec.scale_labels),
             "max": max(spec.scale_labels),
@@ -72,32 +60,32 @@ def _trial_json(db: Session, trial: Trial, spec: StudySpec) -> dict:
         }
     else:
         body["images"] = {
-            "left": _image_url(db, trial.left_id),
-            "right": _image_url(db, trial.right_id),
+            "left": _image_url(cat, trial.left_id),
+            "right": _image_url(cat, trial.right_id),
         }
         body["tie"] = spec.tie
     return body
 
 
-def state_json(db: Session, key: str, participant: Participant) -> dict:
+def state_json(
+    key: str,
+    participant: Participant,
+    cat: Catalogue,
+    trials: list[TrialRow],
+    current: TrialRow | None,
+) -> dict:
     """The participant's current trial, or where to go instead."""
     body: dict = {"phase": participant.phase, "csrf_token": generate_csrf()}
-    spec = spec_of(participant.version)
-    trial = current_trial(db, participant, spec) if participant.phase == "trials" else None
-    if participant.phase == "trials" and trial is None:
-        complete(participant)
-        body["phase"] = participant.phase
-    if trial is None:
+    if current is None:
         body["redirect"] = phase_url(key, participant.phase)
         return body
-    body["trial"] = _trial_json(db, trial, spec)
-    body["progress"] = progress(db, participant)
-    following = next_trial_after(db, trial)
+    body["trial"] = _trial_json(cat, current)
+    body["progress"] = progress(trials)
+    after = following(trials, current)
     body["preload"] = [
         url
         for url in (
-            _image_url(db, following.left_id) if following else None,
-            _image_url(db, following.right_id) if following else None,
+            (_image_url(cat, after.left_id), _image_url(cat, after.right_id)) if after else ()
         )
         if url
     ]
@@ -107,17 +95,25 @@ def state_json(db: Session, key: str, participant: Participant) -> dict:
 @bp.get("/session")
 def session_state(key: str):
     with get_db().write() as db:
-        participant = load_participant(db, load_study(db, key))
+        participant = load_participant(db, key)
+        trials = load_trials(db, participant)
         return jsonify(
-            phase=participant.phase, csrf_token=generate_csrf(), progress=progress(db, participant)
+            phase=participant.phase, csrf_token=generate_csrf(), progress=progress(trials)
         )
 
 
 @bp.get("/trial")
 def trial(key: str):
     with get_db().write() as db:
-        participant = load_participant(db, load_study(db, key))
-        return jsonify(state_json(db, key, participant))
+        participant = load_participant(db, key)
+        cat = catalogue(db, participant.version_id)
+        trials, current = [], None
+        if participant.phase == "trials":
+            trials = load_trials(db, participant)
+            current = current_trial(db, participant, cat, trials)
+            if current is None:
+                complete(db, participant)
+        return jsonify(state_json(key, participant, cat, trials, current))
 
 
 def _parse_answer() -> tuple[str, Submitted]:
@@ -153,15 +149,16 @@ def _parse_answer() -> tuple[str, Submitted]:
 def answer(key: str):
     trial_id, submitted = _parse_answer()
     with get_db().write() as db:
-        participant = load_participant(db, load_study(db, key))
+        participant = load_participant(db, key)
         if participant.outcome == "timed_out":  # committed, so the end page shows the code
             late = {"error": "The time limit for this study has passed."}
             late["redirect"] = phase_url(key, participant.phase)
         else:
             late = None
-            spec = spec_of(participant.version)
-            status = record_answer(db, participant, spec, trial_id, submitted)
-            body = {"status": status, **state_json(db, key, participant)}
+            cat = catalogue(db, participant.version_id)
+            trials = load_trials(db, participant)
+            status, current = record_answer(db, participant, cat, trials, trial_id, submitted)
+            body = {"status": status, **state_json(key, participant, cat, trials, current)}
     if late:
         return jsonify(late), 410
     return jsonify(body)

@@ -8,10 +8,13 @@ from flask import session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from study import flow
+from study.catalogue import study_id_of
 from study.flow import FlowError, expire_if_late
-from study.models import Participant, Study, utcnow
+from study.models import Participant, Study
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
+NO_STUDY = "There is no such study. Please check the link you were given."
 PHASE_ENDPOINT = {
     "consent": "participant.consent",
     "instructions": "participant.instructions",
@@ -25,7 +28,7 @@ PHASE_ENDPOINT = {
 def load_study(db: Session, key: str) -> Study:
     study = db.scalar(select(Study).where(Study.public_key == key)) if KEY_RE.match(key) else None
     if study is None:
-        raise FlowError(404, "There is no such study. Please check the link you were given.")
+        raise FlowError(404, NO_STUDY)
     return study
 
 
@@ -37,20 +40,19 @@ def remember(key: str, participant: Participant) -> None:
     session.permanent = True
 
 
-def load_participant(db: Session, study: Study) -> Participant:
-    """The session's participant of ``study``, locked for this transaction, time limit applied."""
-    public_id = session.get("p", {}).get(study.public_key)
+def load_participant(db: Session, key: str) -> Participant:
+    """The session's participant of study ``key``, locked for this transaction, time limit
+    applied (404 for an unknown study, 403 without a participant)."""
+    study_id = study_id_of(db, key) if KEY_RE.match(key) else None
+    if study_id is None:
+        raise FlowError(404, NO_STUDY)
+    public_id = session.get("p", {}).get(key)
     participant = None
     if isinstance(public_id, str):
-        participant = db.scalar(
-            select(Participant)
-            .where(Participant.public_id == public_id, Participant.study_id == study.id)
-            .with_for_update(key_share=True)
-        )
+        participant = flow.load_participant(db, study_id, public_id)
     if participant is None:
         raise FlowError(403, "Your session has not started: please open the study link again.")
-    participant.last_seen_at = utcnow()
-    expire_if_late(participant)
+    expire_if_late(db, participant)
     return participant
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from study.app import get_db
 from study.blueprints.common import load_participant, load_study, phase_url, remember
+from study.catalogue import catalogue
 from study.flow import (
     FlowError,
     enter,
@@ -30,7 +31,6 @@ from study.flow import (
     give_consent,
     pass_check,
     screen_refusal,
-    spec_of,
 )
 from study.models import Stimulus
 
@@ -61,7 +61,7 @@ def entry(key: str):
             external_id, source = f"lab:{lab_id}", "lab"
         else:
             try:
-                return _see_other(phase_url(key, load_participant(db, study).phase))
+                return _see_other(phase_url(key, load_participant(db, key).phase))
             except FlowError:
                 external_id, source = f"anon:{secrets.token_urlsafe(12)}", "anonymous"
         participant = enter(
@@ -80,9 +80,8 @@ def entry(key: str):
 def _page(key: str, phase: str, post=None):
     """Run ``post`` (on POST) and render the phase's page, or redirect to the current phase."""
     with get_db().write() as db:
-        study = load_study(db, key)
-        participant = load_participant(db, study)
-        spec = spec_of(participant.version)
+        participant = load_participant(db, key)
+        spec = catalogue(db, participant.version_id).spec
         if request.method == "POST" and post is not None and participant.phase == phase:
             result = post(db, participant, spec)
             if result is not None:
@@ -99,7 +98,7 @@ def consent(key: str):
         decision = request.form.get("decision")
         if decision not in ("agree", "decline"):
             raise FlowError(400, "Please choose whether you agree to take part.")
-        give_consent(participant, spec, agree=decision == "agree")
+        give_consent(db, participant, spec, agree=decision == "agree")
 
     return _page(key, "consent", post)
 
@@ -122,7 +121,7 @@ def check(key: str):
         reason = screen_refusal(spec, width, height, touch == "1", request.user_agent.string)
         if reason:
             return render_template("refused.html", key=key, spec=spec, reason=reason), 403
-        pass_check(db, participant, spec, width, height)
+        pass_check(db, participant, width, height)
 
     return _page(key, "check", post)
 
@@ -135,11 +134,10 @@ def trials(key: str):
 @bp.get("/s/<key>/end")
 def end(key: str):
     with get_db().write() as db:
-        study = load_study(db, key)
-        participant = load_participant(db, study)
+        participant = load_participant(db, key)
         if participant.phase not in ("end", "declined"):
             return _see_other(phase_url(key, participant.phase))
-        spec = spec_of(participant.version)
+        spec = catalogue(db, participant.version_id).spec
         code = spec.completion_codes.get(participant.outcome or "")
         link = spec.completion_link(code) if code else None
         return render_template(
