@@ -41,7 +41,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -548,27 +548,134 @@ def _quantize(pipe, variant: Variant, *, dtype: torch.dtype, device: str) -> Non
     )
 
 
-def render_batch(pipe, variant: Variant, items: Sequence[tuple[str, int]]) -> list[Image.Image]:
-    """Images for ``items`` = [(prompt text, seed), ...] with the variant's options."""
+def render_batch(
+    pipe,
+    variant: Variant,
+    items: Sequence[tuple[str, int]],
+    *,
+    inputs: BatchInputs | None = None,
+    output_type: str = "pil",
+) -> list:
+    """Images for ``items`` = [(prompt text, seed), ...] with the variant's options.
+
+    ``inputs`` (from :func:`prepare_batch` for the same items) gives the text conditioning
+    and the starting noise ready-made, so the text encoders do not run again; the images are
+    those of the plain call. ``output_type="latent"`` returns the final latents (one float32
+    CPU tensor per item, before the VAE; FLUX's packed) instead of PIL images.
+    """
     options = variant.pipeline
     seeds = [seed for _, seed in items]
     kwargs = {}
+    if inputs is None:
+        kwargs["prompt"] = [text for text, _ in items]
+        latents = initial_latents(pipe, seeds, options.height, options.width)
+    else:
+        if list(inputs.seeds) != seeds:
+            raise ValueError("the prepared inputs belong to other items")
+        device = pipe._execution_device
+        kwargs.update({name: t.to(device) for name, t in inputs.conditioning.items()})
+        latents = inputs.latents.clone()  # a scheduler may update its sample in place
     if options.max_sequence_length is not None:
         kwargs["max_sequence_length"] = options.max_sequence_length
     with torch.inference_mode():
         result = pipe(
-            prompt=[text for text, _ in items],
             num_inference_steps=options.steps,
             guidance_scale=options.guidance,
             height=options.height,
             width=options.width,
-            latents=initial_latents(pipe, seeds, options.height, options.width),
+            latents=latents,
             # for schedulers that draw noise during sampling: also from the seed, on the CPU
             generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-            output_type="pil",
+            output_type=output_type,
             **kwargs,
         )
+    if output_type == "latent":
+        return [latent.float().cpu() for latent in result.images]
     return list(result.images)
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """What one pipeline call takes besides the transformer's work, computed once, on the CPU.
+
+    ``conditioning`` is what the text encoders make of the prompts, as the keyword
+    arguments the pipeline accepts instead of ``prompt`` (``prompt_embeds``,
+    ``pooled_prompt_embeds``, and under classifier-free guidance the ``negative_*`` pair);
+    ``latents`` the starting noise of the seeds. Analyses that render the same items many
+    times with the transformer changed (``hprune contrib``) reuse them.
+    """
+
+    seeds: tuple[int, ...]
+    conditioning: dict[str, torch.Tensor]
+    latents: torch.Tensor
+
+
+def prepare_batch(pipe, variant: Variant, items: Sequence[tuple[str, int]]) -> BatchInputs:
+    """The conditioning and starting noise of ``render_batch(pipe, variant, items)``.
+
+    The prompts are encoded by the pipeline's own ``encode_prompt``, with the arguments and
+    the batch its ``__call__`` would use, so the embeddings are exactly the plain call's.
+    """
+    options = variant.pipeline
+    texts = [text for text, _ in items]
+    seeds = [seed for _, seed in items]
+    length = options.max_sequence_length or _call_default(pipe, "max_sequence_length")
+    with torch.inference_mode():
+        if _is_flux(pipe):
+            # FLUX's guidance is an embedded scalar: no negative prompt (true CFG is not used)
+            embeds, pooled, _ = pipe.encode_prompt(
+                prompt=texts, prompt_2=None, max_sequence_length=length
+            )
+            conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        else:
+            embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+                prompt=texts,
+                prompt_2=None,
+                prompt_3=None,
+                do_classifier_free_guidance=options.guidance > 1,
+                max_sequence_length=length,
+            )
+            conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+            if negative is not None:
+                conditioning["negative_prompt_embeds"] = negative
+                conditioning["negative_pooled_prompt_embeds"] = negative_pooled
+    return BatchInputs(
+        seeds=tuple(seeds),
+        conditioning={name: t.to("cpu") for name, t in conditioning.items()},
+        latents=initial_latents(pipe, seeds, options.height, options.width),
+    )
+
+
+def prepare_batches(
+    pipe, variant: Variant, batches: Sequence[Sequence[tuple[str, int]]]
+) -> list[BatchInputs]:
+    """:func:`prepare_batch` for each batch; equal tensors (the empty negative prompt's rows,
+    the same in every batch of a size) are kept once."""
+    kept: list[torch.Tensor] = []
+
+    def once(tensor: torch.Tensor) -> torch.Tensor:
+        for other in kept:
+            if other.shape == tensor.shape and torch.equal(other, tensor):
+                return other
+        kept.append(tensor)
+        return tensor
+
+    prepared = []
+    for batch in batches:
+        inputs = prepare_batch(pipe, variant, batch)
+        conditioning = {
+            name: once(t) if name.startswith("negative_") else t
+            for name, t in inputs.conditioning.items()
+        }
+        prepared.append(replace(inputs, conditioning=conditioning))
+    return prepared
+
+
+def _call_default(pipe, name: str):
+    """The default of one of the pipeline's ``__call__`` arguments."""
+    import inspect
+
+    return inspect.signature(type(pipe).__call__).parameters[name].default
 
 
 def _save_image(out: Path, job: Job, image: Image.Image, fingerprint: str) -> ManifestRow:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 import generation.contrib as contrib_module
@@ -104,6 +106,45 @@ def test_an_interrupted_run_resumes_where_it_stopped(
     full = {(e["block"], e["component"]): e["score"] for e in sd3_contrib[1]["entries"]}
     for entry in result["entries"]:
         assert entry["score"] == pytest.approx(full[(entry["block"], entry["component"])], abs=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["sd35", "flux"])
+def test_prompts_are_encoded_once_and_the_scores_stay_identical(
+    arch, toy_model_dir, tmp_path
+) -> None:
+    """Reusing the text conditioning and noise for every part gives exactly the scores of
+    rendering each part from the prompts; the text encoders run once per batch, not per part.
+    Guidance > 1 makes SD3 encode negative prompts too; batches of 3 for 4 items leave a short one."""
+    prompts = [*PROMPTS, Prompt(prompt_id="p1", text="two blue squares", category="", metadata={})]
+    encoder_calls = Counter()
+
+    def count(module, args, output) -> None:
+        if type(module).__name__ in ("CLIPTextModelWithProjection", "T5EncoderModel"):
+            encoder_calls[type(module).__name__] += 1
+
+    results = {}
+    for reuse in (True, False):
+        encoder_calls.clear()
+        handle = torch.nn.modules.module.register_module_forward_hook(count)
+        try:
+            results[reuse] = run_contrib(
+                toy_model_dir(arch),
+                prompts,
+                [0, 1],
+                tmp_path / f"{reuse}.json",
+                parts="blocks",
+                guidance=3.0,
+                batch_size=3,
+                reuse_inputs=reuse,
+                **FAST,
+            )
+        finally:
+            handle.remove()
+        renders = 1 + len(results[reuse]["entries"])
+        per_render = (2 if arch == "sd35" else 1) * 2  # (prompts + negatives under CFG) x batches
+        assert encoder_calls["T5EncoderModel"] == per_render * (1 if reuse else renders)
+    assert results[True]["entries"] == results[False]["entries"]
+    assert results[True]["baseline"] == results[False]["baseline"]
 
 
 def test_a_journal_of_other_settings_is_refused_unless_restarted(sd35_toy_dir, tmp_path) -> None:
