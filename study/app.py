@@ -64,6 +64,8 @@ def create_app(overrides: dict | None = None) -> Flask:
         SESSION_COOKIE_SECURE=os.environ.get("HPRUNE_HTTPS") == "1",
         PREFERRED_URL_SCHEME="https" if os.environ.get("HPRUNE_HTTPS") == "1" else "http",
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # Counted from the last change (arrival, CSRF secret): not re-signed on every request.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=16 * 1024,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: a study can take an hour
         ANSWER_MAX_BYTES=4096,

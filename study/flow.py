@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,25 +47,36 @@ NO_SYNC = {"synchronize_session": False}
 # The statements of the answer path, built once: SQLAlchemy then reuses their compiled form
 # without building and hashing a new statement each request.
 _trials, _answers = Trial.__table__, Answer.__table__
+_participants = Participant.__table__
 LOAD_PARTICIPANT = (
-    update(Participant)
-    .where(Participant.public_id == bindparam("b_public_id"))
-    .where(Participant.study_id == bindparam("b_study_id"))
+    _participants.update()
+    .where(_participants.c.public_id == bindparam("b_public_id"))
+    .where(_participants.c.study_id == bindparam("b_study_id"))
     .values(last_seen_at=bindparam("b_now"))
-    .returning(Participant)
-)
+    .returning(
+        _participants.c.id, _participants.c.public_id, _participants.c.study_id,
+        _participants.c.version_id, _participants.c.phase, _participants.c.outcome,
+        _participants.c.order_seed, _participants.c.deadline_at,
+    )
+)  # fmt: skip
+SAVE_PARTICIPANT = _participants.update().where(_participants.c.id == bindparam("b_id"))
 LOCK_STUDY = (
     select(Study.id).where(Study.id == bindparam("study_id")).with_for_update(key_share=True)
 )
 LATE_PARTICIPANTS = (
-    select(Participant)
+    select(_participants.c.id, _participants.c.phase)
     .where(
-        Participant.study_id == bindparam("study_id"),
-        Participant.deadline_at < bindparam("now"),
-        Participant.outcome.is_(None),
-        Participant.phase.in_(ACTIVE_PHASES),
+        _participants.c.study_id == bindparam("study_id"),
+        _participants.c.deadline_at < bindparam("now"),
+        _participants.c.outcome.is_(None),
+        _participants.c.phase.in_(ACTIVE_PHASES),
     )
     .with_for_update(key_share=True, skip_locked=True)
+)
+TIME_OUT = (
+    _participants.update()
+    .where(_participants.c.id.in_(bindparam("ids", expanding=True)))
+    .values(phase="end", outcome="timed_out", finished_at=bindparam("now"))
 )
 LOAD_TRIALS = (
     select(
@@ -157,26 +168,46 @@ def enter(
     return participant
 
 
-def load_participant(session: Session, study_id: int, public_id: str) -> Participant | None:
+@dataclass(slots=True)
+class ParticipantRow:
+    """A participant as a request sees it, locked; changes go through :func:`change`."""
+
+    id: int
+    public_id: str
+    study_id: int
+    version_id: int
+    phase: str
+    outcome: str | None
+    order_seed: int
+    deadline_at: datetime | None
+
+
+def load_participant(session: Session, study_id: int, public_id: str) -> ParticipantRow | None:
     """The participant, locked for this transaction and marked seen, in one statement."""
-    return session.scalars(
-        LOAD_PARTICIPANT,
-        {"b_public_id": public_id, "b_study_id": study_id, "b_now": utcnow()},
-        execution_options=NO_SYNC,
-    ).one_or_none()
+    row = session.execute(
+        LOAD_PARTICIPANT, {"b_public_id": public_id, "b_study_id": study_id, "b_now": utcnow()}
+    ).first()
+    return None if row is None else ParticipantRow(*row)
 
 
-def finish(session: Session, participant: Participant, outcome: str, now=None) -> None:
+def change(session: Session, participant: ParticipantRow, **fields) -> None:
+    """Set columns of the participant's row (and the same attributes of ``participant``)."""
+    for name, value in fields.items():
+        if name in ParticipantRow.__slots__:
+            setattr(participant, name, value)
+    session.execute(SAVE_PARTICIPANT, {"b_id": participant.id, **fields})
+
+
+def finish(session: Session, participant: ParticipantRow, outcome: str, now=None) -> None:
     """End the session with ``outcome``; a participant who drops out stops counting."""
     if outcome in EXCLUDED_OUTCOMES and participant.phase == "trials":
         lock_study(session, participant.study_id)
         tallies.subtract_participants(session, participant.study_id, [participant.id])
-    participant.phase = "end" if outcome != "declined" else "declined"
-    participant.outcome = outcome
-    participant.finished_at = now or utcnow()
+    phase = "end" if outcome != "declined" else "declined"
+    change(session, participant, phase=phase, outcome=outcome, finished_at=now or utcnow())
 
 
-def is_late(participant: Participant, now: datetime) -> bool:
+def is_late(participant: ParticipantRow, now: datetime) -> bool:
     return (
         participant.phase in ACTIVE_PHASES
         and participant.deadline_at is not None
@@ -184,7 +215,7 @@ def is_late(participant: Participant, now: datetime) -> bool:
     )
 
 
-def expire_if_late(session: Session, participant: Participant, now=None) -> bool:
+def expire_if_late(session: Session, participant: ParticipantRow, now=None) -> bool:
     """Move a participant past their time limit to the end (timed out). True if it happened."""
     now = now or utcnow()
     if is_late(participant, now):
@@ -199,36 +230,39 @@ def expire_late_participants(session: Session, study_id: int, now: datetime) -> 
     Called by assigners (study row locked). Participants locked by a request of their own are
     skipped: that request times them out itself.
     """
-    late = session.scalars(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
-    tallies.subtract_participants(session, study_id, [p.id for p in late if p.phase == "trials"])
-    for participant in late:
-        participant.phase, participant.outcome, participant.finished_at = "end", "timed_out", now
+    late = session.execute(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
+    if late:
+        tallies.subtract_participants(
+            session, study_id, [pid for pid, phase in late if phase == "trials"]
+        )
+        session.execute(TIME_OUT, {"ids": [pid for pid, _ in late], "now": now})
 
 
-def complete(session: Session, participant: Participant) -> None:
+def complete(session: Session, participant: ParticipantRow) -> None:
     """Every trial answered: the participant gets the completion code."""
     if participant.phase == "trials":
         finish(session, participant, "completed")
 
 
-def give_consent(session: Session, participant: Participant, spec: StudySpec, agree: bool) -> None:
+def give_consent(
+    session: Session, participant: ParticipantRow, spec: StudySpec, agree: bool
+) -> None:
     if participant.phase != "consent":
         return  # a repeated form post: nothing to do, the caller redirects to the current phase
     now = utcnow()
     if not agree:
         finish(session, participant, "declined", now)
         return
-    participant.phase = "instructions"
-    participant.consented_at = now
-    participant.consent_version = spec.consent.version
-    if spec.time_limit_minutes:
-        participant.deadline_at = now + timedelta(minutes=spec.time_limit_minutes)
+    deadline = now + timedelta(minutes=spec.time_limit_minutes) if spec.time_limit_minutes else None
+    change(
+        session, participant, phase="instructions", consented_at=now,
+        consent_version=spec.consent.version, deadline_at=deadline,
+    )  # fmt: skip
 
 
-def finish_instructions(participant: Participant, spec: StudySpec) -> None:
+def finish_instructions(session: Session, participant: ParticipantRow, spec: StudySpec) -> None:
     if participant.phase == "instructions":
-        participant.phase = "check"
-        participant.instructions_version = spec.instructions.version
+        change(session, participant, phase="check", instructions_version=spec.instructions.version)
 
 
 def screen_refusal(
@@ -247,12 +281,11 @@ def screen_refusal(
     return None
 
 
-def pass_check(session: Session, participant: Participant, width: int, height: int) -> None:
+def pass_check(session: Session, participant: ParticipantRow, width: int, height: int) -> None:
     if participant.phase != "check":
         return
-    participant.viewport_width, participant.viewport_height = width, height
     assign(session, participant, catalogue(session, participant.version_id))
-    participant.phase = "trials"
+    change(session, participant, phase="trials", viewport_width=width, viewport_height=height)
 
 
 # --- assignment ------------------------------------------------------------------------------
@@ -295,7 +328,7 @@ def plan(spec: StudySpec, rng: np.random.Generator) -> list[Slot]:
     return slots
 
 
-def assign(session: Session, participant: Participant, cat: Catalogue) -> None:
+def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> None:
     """Create the participant's trials (once: a repeated check post finds them there)."""
     if session.scalar(select(Trial.id).where(Trial.participant_id == participant.id).limit(1)):
         return
@@ -463,14 +496,14 @@ class TrialRow:
         return self.answer_id is not None
 
 
-def load_trials(session: Session, participant: Participant) -> list[TrialRow]:
+def load_trials(session: Session, participant: ParticipantRow) -> list[TrialRow]:
     """The participant's trials in order, with their answers (one query)."""
     rows = session.execute(LOAD_TRIALS, {"participant_id": participant.id})
     return [TrialRow(*row) for row in rows]
 
 
 def current_trial(
-    session: Session, participant: Participant, cat: Catalogue, trials: list[TrialRow]
+    session: Session, participant: ParticipantRow, cat: Catalogue, trials: list[TrialRow]
 ) -> TrialRow | None:
     """The first unanswered trial (filled and marked shown), or None when all are answered."""
     now = utcnow()
@@ -501,7 +534,7 @@ def current_trial(
 
 
 def _fill_active(
-    session: Session, participant: Participant, cat: Catalogue, trials: list[TrialRow], trial
+    session: Session, participant: ParticipantRow, cat: Catalogue, trials: list[TrialRow], trial
 ) -> bool:
     """Fill an empty main trial of an ``active`` study now that it is current."""
     spec = cat.spec
@@ -557,7 +590,7 @@ class Submitted:
 
 def record_answer(
     session: Session,
-    participant: Participant,
+    participant: ParticipantRow,
     cat: Catalogue,
     trials: list[TrialRow],
     trial_public_id: str,
@@ -603,7 +636,7 @@ def record_answer(
 
 def _store(
     session: Session,
-    participant: Participant,
+    participant: ParticipantRow,
     spec: StudySpec,
     trial: TrialRow,
     trials: list[TrialRow],

@@ -18,6 +18,7 @@ from study.blueprints.common import load_participant, phase_url
 from study.catalogue import Catalogue, catalogue
 from study.flow import (
     FlowError,
+    ParticipantRow,
     Submitted,
     TrialRow,
     complete,
@@ -27,7 +28,6 @@ from study.flow import (
     progress,
     record_answer,
 )
-from study.models import Participant
 
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 
@@ -69,7 +69,7 @@ def _trial_json(cat: Catalogue, trial: TrialRow) -> dict:
 
 def state_json(
     key: str,
-    participant: Participant,
+    participant: ParticipantRow,
     cat: Catalogue,
     trials: list[TrialRow],
     current: TrialRow | None,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from study import flow
 from study.catalogue import study_id_of
-from study.flow import FlowError, expire_if_late
+from study.flow import FlowError, ParticipantRow, expire_if_late
 from study.models import Participant, Study
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
@@ -32,7 +32,7 @@ def load_study(db: Session, key: str) -> Study:
     return study
 
 
-def remember(key: str, participant: Participant) -> None:
+def remember(key: str, participant: Participant | ParticipantRow) -> None:
     """Bind the participant to this browser's session cookie (one participant per study)."""
     known = dict(session.get("p", {}))
     known[key] = participant.public_id
@@ -40,7 +40,7 @@ def remember(key: str, participant: Participant) -> None:
     session.permanent = True
 
 
-def load_participant(db: Session, key: str) -> Participant:
+def load_participant(db: Session, key: str) -> ParticipantRow:
     """The session's participant of study ``key``, locked for this transaction, time limit
     applied (404 for an unknown study, 403 without a participant)."""
     study_id = study_id_of(db, key) if KEY_RE.match(key) else None

@@ -105,7 +105,7 @@ def consent(key: str):
 
 @bp.route("/s/<key>/instructions", methods=["GET", "POST"])
 def instructions(key: str):
-    return _page(key, "instructions", lambda db, p, spec: finish_instructions(p, spec))
+    return _page(key, "instructions", lambda db, p, spec: finish_instructions(db, p, spec))
 
 
 @bp.route("/s/<key>/check", methods=["GET", "POST"])
