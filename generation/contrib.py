@@ -3,7 +3,10 @@
 For every whole block and every subcomponent of every block, the part is
 replaced by an identity (``ModelAdapter.ablate``; SD3 whole blocks through
 diffusers' ``skip_layers``), a fixed prompt set is rendered at fixed seeds,
-and the images are scored against those of the unablated model. The *drop*
+and the images (or, for a latent scorer such as ``fidelity`` with
+``metric=latent-mse``, the final latents) are scored against those of the
+unablated model. The prompts are encoded and the noise drawn once for all
+parts: removing a part of the transformer changes neither. The *drop*
 of a part is how much worse its score is than the baseline (positive =
 worse, whatever the metric's direction); HPP pruning ranks parts by it.
 
@@ -244,7 +247,14 @@ def run_contrib(
         text_encoders_off_device(pipe)
 
     def render_all() -> list:
-        return render(pipe, items, options, batch_size=batch_size, inputs=inputs)
+        return render(
+            pipe,
+            items,
+            options,
+            batch_size=batch_size,
+            inputs=inputs,
+            output_type=metric.output_type,  # "latent" for latent-space scorers: no VAE decode
+        )
 
     with adapter.capture_block_similarity() as similarity:
         baseline_images = render_all()

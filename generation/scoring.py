@@ -92,6 +92,11 @@ def score_stimuli(
     infos: list[MetricInfo] = []
     for name in scorer_names:
         scorer = get_scorer(name, **scorer_options.get(name, {}))
+        if scorer.output_type != "pil":
+            raise UserError(
+                f"{scorer.name} scores final latents, which a stimulus folder does not keep; "
+                "use it with 'hprune contrib'"
+            )
         targets, references = rows, None
         if scorer.needs_reference:
             targets, references = _reference_pairs(rows, reference_name(stimuli_dir), scorer.name)

@@ -29,6 +29,9 @@ class Scorer(abc.ABC):
         False  # compares each image with a reference image of the same prompt and seed
     )
     needs_weights: bool = False  # learned weights from a local folder
+    # what it scores, as diffusers' ``output_type`` names it: "pil" images, or "latent" (the
+    # final latents, before the VAE: only an analysis that renders, like contrib, has them)
+    output_type: str = "pil"
     version: str = ""
     scale: str = ""
 

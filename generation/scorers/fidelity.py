@@ -8,6 +8,10 @@ changes what the model draws.
 - ``metric="psnr"``: PSNR in dB over 8-bit RGB, capped at ``PSNR_CAP_DB`` so identical images
   give a finite number that averages.
 - ``metric="mse"``: mean squared error over RGB in [0, 1]; lower is better.
+- ``metric="latent-mse"``: mean squared error of the final latents (the denoising loop's
+  output, before the VAE decodes it); lower is better. It needs the latents, so it scores
+  renders made with ``output_type="latent"`` (``hprune contrib --scorer-option
+  metric=latent-mse``, which then skips the VAE), not the images of a stimulus folder.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from generation.scorers.base import Scorer, register_scorer
 from hprune.errors import UserError
 
 PSNR_CAP_DB = 100.0
-METRICS = ("ssim", "psnr", "mse")
+METRICS = ("ssim", "psnr", "mse", "latent-mse")
 
 
 class FidelityScorer(Scorer):
@@ -32,15 +36,19 @@ class FidelityScorer(Scorer):
             raise UserError(f"fidelity: unknown metric {metric!r} (choose {', '.join(METRICS)})")
         self.metric = metric
         self.name = f"fidelity-{metric}"
-        self.higher_is_better = metric != "mse"
+        self.higher_is_better = metric in ("ssim", "psnr")
+        self.output_type = "latent" if metric == "latent-mse" else "pil"
         self.version = "1"
         self.scale = {
             "ssim": "mean SSIM vs the reference image (Wang et al. 2004), 1 = identical",
             "psnr": f"PSNR in dB vs the reference image, capped at {PSNR_CAP_DB:g}",
             "mse": "mean squared RGB error in [0, 1] vs the reference image, 0 = identical",
+            "latent-mse": "mean squared error of the final latent vs the reference's, 0 = identical",
         }[metric]
 
     def compare(self, image, reference) -> float:
+        if self.output_type == "latent":
+            return self.compare_latents(image, reference)
         a, b = image_array(image), image_array(reference)
         if a.shape != b.shape:
             raise UserError(
@@ -52,6 +60,15 @@ class FidelityScorer(Scorer):
         if self.metric == "psnr":
             return min(psnr(a, b), PSNR_CAP_DB)
         return mse(a, b)
+
+    def compare_latents(self, latent, reference) -> float:
+        a = np.asarray(latent, dtype=np.float64)
+        b = np.asarray(reference, dtype=np.float64)
+        if a.shape != b.shape:
+            raise UserError(
+                f"{self.name}: cannot compare a latent of shape {a.shape} with one of {b.shape}"
+            )
+        return float(np.mean((a - b) ** 2))
 
     def score(
         self, images: Sequence, prompts: Sequence, references: Sequence | None = None

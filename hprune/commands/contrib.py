@@ -26,7 +26,8 @@ import click
     "--scorer-option",
     "scorer_options",
     multiple=True,
-    help="KEY=VALUE option of the scorer, e.g. metric=psnr or weights=DIR; repeatable.",
+    help="KEY=VALUE option of the scorer, e.g. metric=psnr, metric=latent-mse (final latents, "
+    "no VAE decode) or weights=DIR; repeatable.",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="contrib.json to write."

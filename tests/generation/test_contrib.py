@@ -147,6 +147,50 @@ def test_prompts_are_encoded_once_and_the_scores_stay_identical(
     assert results[True]["baseline"] == results[False]["baseline"]
 
 
+def test_latent_mse_scores_final_latents_without_decoding(sd35_toy_dir, tmp_path) -> None:
+    from generation.contrib import render
+    from generation.loading import load_pipeline
+    from generation.variants import PipelineOptions
+
+    decodes = Counter()
+
+    def count(module, args, output) -> None:
+        decodes[type(module).__name__] += 1
+
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        result = run_contrib(
+            sd35_toy_dir,
+            PROMPTS,
+            [0, 1],
+            tmp_path / "c.json",
+            parts="blocks",
+            scorer_options={"metric": "latent-mse"},
+            **FAST,
+        )
+    finally:
+        handle.remove()
+    assert decodes["SD3Transformer2DModel"] > 0 and decodes["Decoder"] == 0  # no VAE decode
+    assert result["scorer"]["metric"] == "fidelity-latent-mse"
+    assert not result["scorer"]["higher_is_better"]
+    assert result["baseline"]["scores"] == [0.0, 0.0]
+    for entry in result["entries"]:
+        assert entry["drop"] == entry["score"] > 0
+    # block 3's score is the MSE between the final latents with and without the block
+    options = PipelineOptions(steps=2, guidance=0.0, height=32, width=32, max_sequence_length=16)
+    items = [(PROMPTS[0].text, 0), (PROMPTS[0].text, 1)]
+    pipe = load_pipeline(sd35_toy_dir)
+    baseline = render(pipe, items, options, batch_size=2, output_type="latent")
+    get_adapter(pipe.transformer).remove_blocks([3])
+    deleted = render(pipe, items, options, batch_size=2, output_type="latent")
+    assert baseline[0].shape == (4, 4, 4)  # (channels, height / 8, width / 8)
+    expected = np.mean(
+        [torch.mean((d - b).double() ** 2).item() for d, b in zip(deleted, baseline, strict=True)]
+    )
+    entry = next(e for e in result["entries"] if (e["block"], e["component"]) == (3, BLOCK))
+    assert entry["score"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_a_journal_of_other_settings_is_refused_unless_restarted(sd35_toy_dir, tmp_path) -> None:
     out = tmp_path / "contrib.json"
     journal_path(out).write_text(json.dumps({"header": {"seeds": [9]}}) + "\n")

@@ -52,6 +52,21 @@ def test_fidelity_bad_input(images) -> None:
         get_scorer("fidelity", metric="lpips")
 
 
+def test_latent_mse_compares_final_latents() -> None:
+    scorer = get_scorer("fidelity", metric="latent-mse")
+    assert scorer.name == "fidelity-latent-mse" and scorer.output_type == "latent"
+    assert not scorer.higher_is_better and scorer.needs_reference
+    assert get_scorer("fidelity").output_type == "pil"
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(4, 8, 8)).astype(np.float32)
+    near, far = base + 0.1, base + rng.normal(size=base.shape).astype(np.float32)
+    prompts = [Prompt(prompt_id=f"p{i}", text="x", category="", metadata={}) for i in range(3)]
+    errors = scorer.score([base, near, far], prompts, [base] * 3)
+    assert errors[0] == 0 and errors[1] == pytest.approx(0.01, rel=1e-5) and errors[2] > errors[1]
+    with pytest.raises(UserError, match=r"latent of shape \(4, 8, 8\) with one of \(16, 4\)"):
+        scorer.score([base], prompts[:1], [np.zeros((16, 4))])
+
+
 def test_registry_errors() -> None:
     with pytest.raises(UserError, match="unknown scorer 'nope'"):
         get_scorer("nope")

@@ -139,6 +139,12 @@ def test_score_needs_a_reference_and_an_honest_folder(stimuli, tmp_path):
     )
     assert "unknown scorer 'nonsense'" in line
 
+    from generation.scoring import score_stimuli
+    from hprune.errors import UserError
+
+    with pytest.raises(UserError, match=r"scores final latents.*'hprune contrib'"):
+        score_stimuli(stimuli, ["fidelity"], scorer_options={"fidelity": {"metric": "latent-mse"}})
+
 
 def test_learned_scorers_refuse_to_run_without_local_weights(stimuli, tmp_path, monkeypatch):
     monkeypatch.delenv("HPRUNE_WEIGHTS_DIR", raising=False)
