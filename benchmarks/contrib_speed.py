@@ -100,7 +100,6 @@ def main() -> None:
         for arch in ("sd3", "sd35", "flux"):
             model = save_toy_pipeline(arch, Path(tmp) / arch)
             pipe = load_pipeline(model)
-            pipe.set_progress_bar_config(disable=True)
             prepare_s, render_s = render_times(pipe, items, options, args)
 
             out = Path(tmp) / f"{arch}.json"

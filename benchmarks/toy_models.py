@@ -142,8 +142,6 @@ def main() -> None:
                 ]
                 removed[name] = ", ".join(parts)
             pipes = {name: load_pipeline(d) for name, d in dirs.items()}
-            for pipe in pipes.values():
-                pipe.set_progress_bar_config(disable=True)
 
             counts = component_params(pipes["original"])
             adapter = get_adapter(pipes["original"].transformer)

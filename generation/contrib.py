@@ -209,7 +209,6 @@ def run_contrib(
     metric = get_scorer(scorer, **scorer_options)
 
     pipe = load_pipeline(model, dtype=dtype, device=device)
-    pipe.set_progress_bar_config(disable=True)
     adapter = get_adapter(pipe.transformer)
     record = read_record(Path(model)) if Path(model).is_dir() else None
     chosen = select_parts(adapter, parts)

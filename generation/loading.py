@@ -21,6 +21,7 @@ from pathlib import Path
 
 from generation.devices import resolve_device, resolve_dtype
 from generation.model_record import RECORD_NAME, ModelRecord, read_record
+from generation.quiet import quiet_progress
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_text
 
@@ -157,7 +158,8 @@ def load_transformer(model: str | os.PathLike[str], *, dtype=None, device="cpu")
         if record is not None and record.quantization:
             transformer = _load_quantized(directory, record, dtype, device)
         else:
-            transformer = cls.from_pretrained(directory, torch_dtype=dtype)
+            with quiet_progress():
+                transformer = cls.from_pretrained(directory, dtype=dtype)
     except LOAD_ERRORS as exc:
         raise UserError(f"cannot load the transformer in {directory}: {_first_line(exc)}") from None
     if record is not None:
@@ -166,7 +168,11 @@ def load_transformer(model: str | os.PathLike[str], *, dtype=None, device="cpu")
 
 
 def load_pipeline(model: str | os.PathLike[str], *, dtype=None, device="cpu"):
-    """A diffusers pipeline from a directory or a hub id, with hprune's transformer loading, in eval mode."""
+    """A diffusers pipeline from a directory or a hub id, with hprune's transformer loading, in eval mode.
+
+    Loading shows no library progress bars, and the pipeline's per-call denoising bar is off
+    (``pipe.set_progress_bar_config(disable=False)`` turns it back on).
+    """
     import torch
     from diffusers import DiffusionPipeline
 
@@ -181,9 +187,11 @@ def load_pipeline(model: str | os.PathLike[str], *, dtype=None, device="cpu"):
     if "transformer" in index:
         components["transformer"] = load_transformer(directory, dtype=dtype, device="cpu")
     try:
-        pipe = DiffusionPipeline.from_pretrained(directory, torch_dtype=dtype, **components)
+        with quiet_progress():
+            pipe = DiffusionPipeline.from_pretrained(directory, dtype=dtype, **components)
     except LOAD_ERRORS as exc:
         raise UserError(f"cannot load the pipeline in {directory}: {_first_line(exc)}") from None
+    pipe.set_progress_bar_config(disable=True)  # hprune draws its own bars around pipeline calls
     pipe.to(device)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):

@@ -466,8 +466,7 @@ def _render_share(
     ):
         for variant, group in _by_variant(jobs):
             bar.set_postfix_str(variant.name)
-            with _quiet_loading():
-                pipe = load_variant_pipeline(variant, device=device)
+            pipe = load_variant_pipeline(variant, device=device)
             for start in range(0, len(group), batch_size):
                 batch = group[start : start + batch_size]
                 images = render_batch(pipe, variant, [(job.prompt.text, job.seed) for job in batch])
@@ -481,22 +480,6 @@ def _render_share(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return rendered
-
-
-@contextlib.contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide diffusers' and transformers' per-component loading bars under our own progress bar."""
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    modules = [m for m in (diffusers_logging, transformers_logging) if m.is_progress_bar_enabled()]
-    for module in modules:
-        module.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.enable_progress_bar()
 
 
 def _by_variant(jobs: Sequence[Job]) -> Iterator[tuple[Variant, list[Job]]]:
@@ -527,7 +510,6 @@ def load_variant_pipeline(variant: Variant, *, device: str = "cpu"):
             f"variant {variant.name!r}: resolution {options.height}x{options.width} must be a "
             f"multiple of {multiple} for this model"
         )
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

@@ -345,11 +345,13 @@ def save_toy_pipeline(arch: Arch, out, *, seed: int = 0, overwrite: bool = False
     from pathlib import Path
 
     from generation.model_record import record_for_transformer, write_record
+    from generation.quiet import quiet_progress
     from hprune.fileio import atomic_output_dir
 
     pipe = build_toy_pipeline(arch, seed=seed)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        pipe.save_pretrained(tmp)
+        with quiet_progress():
+            pipe.save_pretrained(tmp)
         record = record_for_transformer(pipe.transformer).with_history(
             "toy-model", arch=arch, seed=seed
         )

@@ -31,6 +31,40 @@ def test_load_pipeline_and_transformer_from_a_local_directory(sd3_toy_dir) -> No
         assert torch.equal(a, b), name
 
 
+def test_loading_and_rendering_are_quiet(sd3_toy_dir, capfd) -> None:
+    """No deprecation warning, no library progress bars around hprune's own."""
+    import warnings
+
+    from generation.contrib import render
+    from generation.variants import PipelineOptions
+
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe = load_pipeline(sd3_toy_dir, dtype=torch.float32)
+        load_transformer(sd3_toy_dir, dtype="bf16")
+        options = PipelineOptions(steps=2, guidance=0.0, height=32, width=32)
+        render(pipe, [("a red circle", 0)], options, batch_size=1)
+    assert not [w for w in caught if "dtype" in str(w.message)]
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
+
+
+def test_only_the_two_optional_package_notices_are_dropped() -> None:
+    import logging
+
+    from generation.quiet import OPTIONAL_PACKAGE_NOTICES
+
+    for name, text in OPTIONAL_PACKAGE_NOTICES.items():
+        logger = logging.getLogger(name)
+
+        def record(message: str, logger=logger) -> logging.LogRecord:
+            return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+
+        assert not logger.filter(record(f"`X` {text}; falling back"))
+        assert logger.filter(record("Some weights of the checkpoint were not used"))
+
+
 def test_hub_ids_are_recognised_and_offline_misses_are_clear(monkeypatch, tmp_path) -> None:
     assert is_hub_id("stabilityai/stable-diffusion-3.5-large-turbo")
     assert not is_hub_id("./models/x") and not is_hub_id("/abs/path") and not is_hub_id("a/b/c")
