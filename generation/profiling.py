@@ -476,11 +476,12 @@ def synthetic_denoising_call(
 ) -> Callable[[], torch.Tensor]:
     """One denoising call of ``model`` on random inputs of the shapes a pipeline gives it for a
     ``latent_size``^2 latent and ``text_tokens`` text tokens (FLUX packing and ids included)."""
-    from generation.distill.encoding import predict_velocity, transformer_family
+    from generation.adapters import get_adapter
+    from generation.distill.encoding import predict_velocity
 
     config = model.config
     channels = (
-        config.in_channels // 4 if transformer_family(model) == "flux" else config.in_channels
+        config.in_channels // 4 if get_adapter(model).family == "flux" else config.in_channels
     )
     generator = torch.Generator(device="cpu").manual_seed(seed)
 

@@ -30,30 +30,22 @@ ones): load it through :func:`generation.loading.load_pipeline`.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import bitsandbytes as bnb
 import torch
+from bitsandbytes.functional import QuantState, _convert_weight_packed_for_cpu_inverse
 from torch import nn
 from tqdm.auto import tqdm
 
 from generation.devices import resolve_dtype
+from generation.model_record import QUANTIZATION_SCHEMES as SCHEMES
 from hprune.errors import UserError
 
-# bitsandbytes looks for an optional hub-downloaded CPU kernel on import and logs a warning
-# when it is absent; the bundled CPU kernels are what we use, so the warning is noise.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-import bitsandbytes as bnb  # noqa: E402
-from bitsandbytes.functional import (  # noqa: E402
-    QuantState,
-    _convert_weight_packed_for_cpu_inverse,
-)
-
-SCHEMES = ("nf4", "fp4", "int8")
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 #: Weights per ``absmax`` scale in the 4-bit schemes (bitsandbytes' default, the QLoRA setting).

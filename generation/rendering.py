@@ -598,29 +598,17 @@ def prepare_batch(pipe, variant: Variant, items: Sequence[tuple[str, int]]) -> B
     The prompts are encoded by the pipeline's own ``encode_prompt``, with the arguments and
     the batch its ``__call__`` would use, so the embeddings are exactly the plain call's.
     """
+    from generation.distill.encoding import encode_text
+
     options = variant.pipeline
-    texts = [text for text, _ in items]
     seeds = [seed for _, seed in items]
     length = options.max_sequence_length or _call_default(pipe, "max_sequence_length")
-    with torch.inference_mode():
-        if _is_flux(pipe):
-            # FLUX's guidance is an embedded scalar: no negative prompt (true CFG is not used)
-            embeds, pooled, _ = pipe.encode_prompt(
-                prompt=texts, prompt_2=None, max_sequence_length=length
-            )
-            conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-        else:
-            embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-                prompt=texts,
-                prompt_2=None,
-                prompt_3=None,
-                do_classifier_free_guidance=options.guidance > 1,
-                max_sequence_length=length,
-            )
-            conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
-            if negative is not None:
-                conditioning["negative_prompt_embeds"] = negative
-                conditioning["negative_pooled_prompt_embeds"] = negative_pooled
+    conditioning = encode_text(
+        pipe,
+        [text for text, _ in items],
+        max_sequence_length=length,
+        negatives=options.guidance > 1,  # classifier-free guidance, as the pipeline decides
+    )
     return BatchInputs(
         seeds=tuple(seeds),
         conditioning={name: t.to("cpu") for name, t in conditioning.items()},

@@ -31,10 +31,10 @@ from typing import Any
 
 import yaml
 
+from generation.model_record import QUANTIZATION_SCHEMES
 from hprune.errors import UserError
 
 DTYPES = ("float32", "float16", "bfloat16")
-QUANTIZATIONS = ("nf4", "fp4", "int8")
 _VARIANT_KEYS = {"name", "model", "reference", "dtype", "quantization", "pipeline"}
 _PIPELINE_KEYS = {"steps", "guidance", "resolution", "max_sequence_length", "scheduler"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -114,9 +114,9 @@ def parse_variant(entry: Any, *, where: str, base_dir: Path) -> Variant:
     if dtype not in DTYPES:
         raise UserError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     quantization = entry.get("quantization")
-    if quantization is not None and quantization not in QUANTIZATIONS:
+    if quantization is not None and quantization not in QUANTIZATION_SCHEMES:
         raise UserError(
-            f"{where}: quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}"
+            f"{where}: quantization must be one of {', '.join(QUANTIZATION_SCHEMES)}, got {quantization!r}"
         )
     reference = entry.get("reference", False)
     if not isinstance(reference, bool):

@@ -30,8 +30,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from generation.adapters import get_adapter
 from generation.distill.data import CaptionedImage, ImagePolicy, load_image
-from generation.distill.encoding import encode_pixels, encode_text, pipeline_family
+from generation.distill.encoding import encode_pixels, encode_text
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir, atomic_write_text
 
@@ -205,6 +206,6 @@ def cache_key(
         text_encoders=component_fingerprint(model_dir, TEXT_COMPONENTS),
         vae=component_fingerprint(model_dir, ["vae"]),
         max_sequence_length=max_sequence_length,
-        family=pipeline_family(pipe),
+        family=get_adapter(pipe.transformer).family,
         dtype=str(pipe.vae.dtype).removeprefix("torch."),
     )

@@ -4,7 +4,7 @@ Training runs the transformers directly rather than through a pipeline, so the p
 conventions are restated here, each in one small function:
 
 - text: the pipeline's own ``encode_prompt`` (SD3: CLIP-L + CLIP-G + T5; FLUX: CLIP + T5),
-  without classifier-free-guidance negatives;
+  without classifier-free-guidance negatives unless asked (rendering asks; training does not);
 - latents: ``(vae.encode(x).latent_dist.mode() − shift_factor) · scaling_factor``, the same
   normalisation the pipelines undo before decoding. The distribution's mode, not a sample,
   so a cached latent and a freshly encoded one are identical;
@@ -19,47 +19,42 @@ from collections.abc import Sequence
 
 import torch
 
+from generation.adapters import get_adapter
 from generation.flow_matching import timesteps_from_sigmas
 
-FAMILIES = ("sd3", "flux")
 TEXT_KEYS = ("prompt_embeds", "pooled_prompt_embeds")
-
-
-def pipeline_family(pipe) -> str:
-    """``sd3`` (SD3 and SD3.5) or ``flux``, from the pipeline's transformer class."""
-    return transformer_family(pipe.transformer)
-
-
-def transformer_family(transformer) -> str:
-    """``sd3`` or ``flux`` from a diffusers transformer; ValueError for anything else."""
-    name = type(transformer).__name__
-    if name.startswith("SD3Transformer"):
-        return "sd3"
-    if name.startswith("FluxTransformer"):
-        return "flux"
-    raise ValueError(f"distillation supports SD3/SD3.5 and FLUX transformers, not {name}")
 
 
 @torch.no_grad()
 def encode_text(
-    pipe, captions: Sequence[str], *, max_sequence_length: int
+    pipe, captions: Sequence[str], *, max_sequence_length: int, negatives: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Per-caption ``prompt_embeds`` (B, L, D) and ``pooled_prompt_embeds`` (B, P), on the pipeline's device."""
+    """Per-caption ``prompt_embeds`` (B, L, D) and ``pooled_prompt_embeds`` (B, P), on the pipeline's device.
+
+    The pipeline's own ``encode_prompt`` makes them, so they are what its ``__call__`` computes
+    for the same captions; the keys are the ``__call__`` arguments that take them. With
+    ``negatives`` (classifier-free guidance, SD3 only: FLUX embeds its guidance scale) the empty
+    negative prompt's ``negative_prompt_embeds`` and ``negative_pooled_prompt_embeds`` too.
+    """
     captions = list(captions)
     device = pipe.transformer.device if pipe.transformer is not None else None
-    if pipeline_family(pipe) == "sd3":
-        embeds, _, pooled, _ = pipe.encode_prompt(
+    if get_adapter(pipe.transformer).family == "sd3":
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt=captions,
             prompt_2=None,
             prompt_3=None,
             device=device,
-            do_classifier_free_guidance=False,
+            do_classifier_free_guidance=negatives,
             max_sequence_length=max_sequence_length,
         )
-    else:
-        embeds, pooled, _ = pipe.encode_prompt(
-            prompt=captions, prompt_2=None, device=device, max_sequence_length=max_sequence_length
-        )
+        text = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        if negatives:
+            text["negative_prompt_embeds"] = negative
+            text["negative_pooled_prompt_embeds"] = negative_pooled
+        return text
+    embeds, pooled, _ = pipe.encode_prompt(
+        prompt=captions, prompt_2=None, device=device, max_sequence_length=max_sequence_length
+    )
     return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
 
@@ -113,7 +108,7 @@ def predict_velocity(
     x_t = x_t.to(dtype)
     embeds = text["prompt_embeds"].to(dtype)
     pooled = text["pooled_prompt_embeds"].to(dtype)
-    if transformer_family(model) == "sd3":
+    if get_adapter(model).family == "sd3":
         return transformer(
             hidden_states=x_t,
             timestep=timesteps_from_sigmas(sigmas).to(x_t.device, dtype),

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.options import overwrite_option, prompt_options, seeds_option
+
 
 @click.command()
 @click.option("--model", required=True, help="Pipeline directory or hub id.")
-@click.option(
-    "--prompts",
-    "prompts_file",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Prompt file: GenEval .jsonl, PartiPrompts .tsv, HPSv2 .json, .txt or .csv.",
-)
+@prompt_options
 @click.option(
     "--scorer",
     default="fidelity",
@@ -32,13 +28,7 @@ import click
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="contrib.json to write."
 )
-@click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0-3 or 0,5,7-9.")
-@click.option(
-    "--per-category", type=int, default=None, help="Keep a seeded sample of N prompts per category."
-)
-@click.option(
-    "--sample-seed", default=0, show_default=True, help="Seed of the --per-category sample."
-)
+@seeds_option
 @click.option("--steps", default=4, show_default=True, help="Denoising steps per image.")
 @click.option("--guidance", default=0.0, show_default=True, help="Guidance scale.")
 @click.option("--height", type=int, default=None, help="Image height (default: the pipeline's).")
@@ -56,7 +46,7 @@ import click
 @click.option("--batch-size", default=4, show_default=True, help="Images per pipeline call.")
 @click.option("--dtype", default=None, help="float32, bf16 or fp16 (default: as stored).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 @click.option(
     "--restart", is_flag=True, help="Ignore the journal of an interrupted run and start over."
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hprune.commands.options import overwrite_option
+
 
 @click.command("distill")
 @click.option(
@@ -173,7 +175,7 @@ import click
     show_default=True,
     help="Average and log the losses every N steps.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 def distill(**options) -> None:
     """Distil a pruned student back towards its teacher: PWP freezes everything before the first
     pruned block, SGDistill trains the rest on output and per-block feature distillation.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.options import metrics_out_options, metrics_write_mode
 from hprune.errors import UserError
 
 
@@ -24,7 +25,6 @@ from hprune.errors import UserError
     required=True,
     help="The stimuli folder the scores belong to (its manifest gives the image ids).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="metrics.csv to write.")
 @click.option(
     "--variant", default=None, help="The variant every row belongs to (if not in the file)."
 )
@@ -37,12 +37,7 @@ from hprune.errors import UserError
 @click.option("--lower-is-better", is_flag=True, help="Smaller values are better (csv/jsonl).")
 @click.option("--version", "version", default="", help="Version of the metric's model or code.")
 @click.option("--scale", default="", help="What the numbers mean, e.g. '0-1' or 'x100 cosine'.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing metrics file.")
-@click.option(
-    "--merge",
-    is_flag=True,
-    help="Add to an existing metrics file (re-imported metrics are replaced).",
-)
+@metrics_out_options("re-imported")
 def import_metrics(
     source: Path,
     fmt: str,
@@ -66,8 +61,7 @@ def import_metrics(
     from generation.metric_importers import import_geneval, import_scores
     from generation.scoring import write_metrics
 
-    if overwrite and merge:
-        raise UserError("--overwrite and --merge exclude each other")
+    mode = metrics_write_mode(overwrite, merge)
     manifest = verify_manifest(stimuli, check_hashes=False)
     if fmt == "geneval":
         if metric or value_column or lower_is_better:
@@ -89,7 +83,6 @@ def import_metrics(
             scale=scale,
         )
         summaries = {}
-    mode = "overwrite" if overwrite else "merge" if merge else "error"
     write_metrics(out, rows, infos, mode=mode)
     click.echo(f"imported {len(rows)} rows ({', '.join(i.name for i in infos)}) into {out}")
     for name, summary in summaries.items():

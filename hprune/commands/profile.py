@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hprune.commands.options import overwrite_option, scheme_option
+
 
 @click.command("profile")
 @click.option("--model", default=None, help="Pipeline directory (or hub id) to profile.")
@@ -28,11 +30,8 @@ import click
     default=None,
     help="Pipeline dtype. Default: as stored (--model), bfloat16 (--arch-config).",
 )
-@click.option(
-    "--scheme",
-    default=None,
-    metavar="nf4|fp4|int8",
-    help="--arch-config only: quantise the random-weight transformer (meta: count its bytes).",
+@scheme_option(
+    "--arch-config only: quantise the random-weight transformer (meta: count its bytes)."
 )
 @click.option(
     "--remove",
@@ -59,7 +58,7 @@ import click
 )
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed runs first.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs (median).")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 def profile(
     model,
     arch_config,

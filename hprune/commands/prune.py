@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.options import overwrite_option
+
 
 @click.command()
 @click.option("--model", required=True, help="Pipeline directory (or hub id) to prune.")
@@ -55,7 +57,7 @@ import click
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Output pipeline directory."
 )
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 def prune(
     model: str,
     plan: str | None,

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import click
 
+from hprune.commands.options import overwrite_option, scheme_option
+
 
 @click.command("quantize")
 @click.option(
     "--model", required=True, help="Pipeline directory (or transformer directory, or hub id)."
 )
-@click.option(
-    "--scheme",
-    required=True,
-    metavar="nf4|fp4|int8",
-    help="nf4/fp4: 4-bit blockwise (QLoRA) weights, one absmax per 64 weights; "
+@scheme_option(
+    "nf4/fp4: 4-bit blockwise (QLoRA) weights, one absmax per 64 weights; "
     "int8: LLM.int8() row-wise int8 weights with outlier threshold 6.",
+    required=True,
 )
 @click.option(
     "--out", type=click.Path(file_okay=False), required=True, help="Output model directory."
@@ -31,7 +31,7 @@ import click
     show_default=True,
     help="Where to quantise: cpu, cuda, cuda:N or auto. The saved model loads on either.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 def quantize(
     model: str, scheme: str, out: str, dtype: str | None, device: str, overwrite: bool
 ) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.options import prompt_options, seeds_option
+
 
 @click.command()
 @click.option(
@@ -15,21 +17,9 @@ import click
     required=True,
     help="variants.yaml: the models to compare and how each renders.",
 )
-@click.option(
-    "--prompts",
-    "prompts_file",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Prompt file: GenEval .jsonl, PartiPrompts .tsv, HPSv2 .json, .txt or .csv.",
-)
-@click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0-3 or 0,5,7-9.")
+@prompt_options
+@seeds_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Stimuli folder.")
-@click.option(
-    "--per-category", type=int, default=None, help="Keep a seeded sample of N prompts per category."
-)
-@click.option(
-    "--sample-seed", default=0, show_default=True, help="Seed of the --per-category sample."
-)
 @click.option(
     "--batch-size", default=1, show_default=True, help="Images per pipeline call (one variant)."
 )

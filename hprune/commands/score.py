@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.options import metrics_out_options, metrics_write_mode
 from hprune.errors import UserError
 
 WEIGHTS_ENV = "HPRUNE_WEIGHTS_DIR"
@@ -25,7 +26,6 @@ WEIGHTS_ENV = "HPRUNE_WEIGHTS_DIR"
     required=True,
     help="Scorer name(s), comma-separated (see --list).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="metrics.csv to write.")
 @click.option(
     "--weights",
     multiple=True,
@@ -36,12 +36,7 @@ WEIGHTS_ENV = "HPRUNE_WEIGHTS_DIR"
     "--device", default="cpu", show_default=True, help="torch device for learned scorers."
 )
 @click.option("--batch-size", default=16, show_default=True, help="Images per scorer call.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing metrics file.")
-@click.option(
-    "--merge",
-    is_flag=True,
-    help="Add to an existing metrics file (re-scored metrics are replaced).",
-)
+@metrics_out_options("re-scored")
 def score(
     stimuli: Path,
     scorers: str,
@@ -60,8 +55,7 @@ def score(
     from generation.scorers import available_scorers
     from generation.scoring import score_stimuli, write_metrics
 
-    if overwrite and merge:
-        raise UserError("--overwrite and --merge exclude each other")
+    mode = metrics_write_mode(overwrite, merge)
     names = [name.strip() for name in scorers.split(",") if name.strip()]
     known = available_scorers()
     unknown = [name for name in names if name not in known]
@@ -73,9 +67,7 @@ def score(
         )
     options = scorer_options(names, weights, device=device)
     rows, infos = score_stimuli(stimuli, names, scorer_options=options, batch_size=batch_size)
-    table = write_metrics(
-        out, rows, infos, mode="overwrite" if overwrite else "merge" if merge else "error"
-    )
+    table = write_metrics(out, rows, infos, mode=mode)
     summary = ", ".join(
         f"{info.name} ({sum(1 for r in rows if r['metric'] == info.name)} images)" for info in infos
     )

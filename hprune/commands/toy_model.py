@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hprune.commands.options import overwrite_option
+
 
 @click.command("toy-model")
 @click.option(
@@ -17,7 +19,7 @@ import click
     "--out", type=click.Path(file_okay=False), required=True, help="Output pipeline directory."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@overwrite_option
 def toy_model(arch: str, out: str, seed: int, overwrite: bool) -> None:
     """Build a tiny random-weight but complete diffusers pipeline (text encoders, locally built
     tokenizers, VAE, scheduler, transformer), offline. It loads with
