@@ -167,9 +167,14 @@ def load_transformer(model: str | os.PathLike[str], *, dtype=None, device="cpu")
     return transformer.to(device).eval()
 
 
-def load_pipeline(model: str | os.PathLike[str], *, dtype=None, device="cpu"):
+def load_pipeline(
+    model: str | os.PathLike[str], *, dtype=None, device="cpu", components: dict | None = None
+):
     """A diffusers pipeline from a directory or a hub id, with hprune's transformer loading, in eval mode.
 
+    ``components`` replaces stored components, as diffusers' ``from_pretrained`` takes them: a
+    module already in memory, or None to leave one out (the text encoders of a pipeline whose
+    prompts are already encoded); None for a component the pipeline does not have is ignored.
     Loading shows no library progress bars, and the pipeline's per-call denoising bar is off
     (``pipe.set_progress_bar_config(disable=False)`` turns it back on).
     """
@@ -183,8 +188,12 @@ def load_pipeline(model: str | os.PathLike[str], *, dtype=None, device="cpu"):
     index = _read_json(index_path, "pipeline index")
     dtype = resolve_dtype(dtype)
     device = resolve_device(device)
-    components = {}
-    if "transformer" in index:
+    components = {
+        name: module
+        for name, module in (components or {}).items()
+        if module is not None or name in index
+    }
+    if "transformer" in index and "transformer" not in components:
         components["transformer"] = load_transformer(directory, dtype=dtype, device="cpu")
     try:
         with quiet_progress():

@@ -156,8 +156,8 @@ def build_cache(
     show_progress: bool = True,
 ) -> LatentCache:
     """Open the cache for ``key`` under ``root``, encoding every pair first if it does not exist yet."""
-    directory = Path(root) / key.digest()
-    if (directory / "meta.json").is_file():
+    directory = cache_path(root, key)
+    if is_built(root, key):
         return LatentCache(directory)
     shard_size = max(shard_size, batch_size)
     shard_size -= shard_size % batch_size  # a batch never straddles two shards
@@ -196,6 +196,15 @@ def build_cache(
     return LatentCache(directory)
 
 
+def cache_path(root: str | Path, key: CacheKey) -> Path:
+    return Path(root) / key.digest()
+
+
+def is_built(root: str | Path, key: CacheKey) -> bool:
+    """The cache for ``key`` exists under ``root`` (``meta.json`` is written last)."""
+    return (cache_path(root, key) / "meta.json").is_file()
+
+
 def cache_key(
     pipe, model_dir: str | Path, dataset: str, policy: ImagePolicy, *, max_sequence_length: int
 ) -> CacheKey:
@@ -207,5 +216,6 @@ def cache_key(
         vae=component_fingerprint(model_dir, ["vae"]),
         max_sequence_length=max_sequence_length,
         family=get_adapter(pipe.transformer).family,
-        dtype=str(pipe.vae.dtype).removeprefix("torch."),
+        # the pipeline loads in one dtype: the encoders', known before they are loaded
+        dtype=str(pipe.transformer.dtype).removeprefix("torch."),
     )

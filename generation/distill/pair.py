@@ -8,6 +8,7 @@ subcomponents aside). Anything else is a ``UserError`` before any output is writ
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from hprune.errors import UserError
 
 # The text lengths the SD3 and FLUX pipelines use by default.
 DEFAULT_MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux": 512}
+# What encodes the data: loaded only when the latent cache must be built, or for --no-cache.
+ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 
 
 @dataclass
@@ -54,18 +57,42 @@ class DistillPair:
     @property
     def default_resolution(self) -> int:
         """The pixel size the model was built for: sample_size × the VAE's downsampling."""
-        vae = self.teacher_pipe.vae
-        scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        size = self.teacher.config.sample_size * scale
-        return int(size)
+        vae = getattr(self.teacher_pipe, "vae", None)
+        if vae is not None:
+            levels = len(vae.config.block_out_channels)
+        else:  # the VAE is not loaded: its config says as much
+            config = json.loads((self.teacher_dir / "vae" / "config.json").read_text())
+            levels = len(config["block_out_channels"])
+        return int(self.teacher.config.sample_size * 2 ** (levels - 1))
 
     @property
     def default_max_sequence_length(self) -> int:
         return DEFAULT_MAX_SEQUENCE_LENGTH[self.family]
 
+    @property
+    def encoders_loaded(self) -> bool:
+        return getattr(self.teacher_pipe, "vae", None) is not None
+
+    def load_encoders(self) -> None:
+        """Load the text encoders and the VAE beside the teacher (its device and dtype) to encode data.
+
+        ``load_pair`` leaves them out: with the latent cache built they are never needed, and at
+        full size they are about 10 GB (T5-XXL alone 9.5 GB in bf16).
+        """
+        from generation.loading import load_pipeline
+
+        if self.encoders_loaded:
+            return
+        self.teacher_pipe = load_pipeline(
+            self.teacher_dir,
+            dtype=self.teacher.dtype,
+            device=self.teacher.device,
+            components={"transformer": self.teacher},
+        )
+
     def drop_encoders(self) -> None:
         """Free the text encoders and the VAE (once everything is encoded)."""
-        for name in ("text_encoder", "text_encoder_2", "text_encoder_3", "vae"):
+        for name in ENCODERS:
             if getattr(self.teacher_pipe, name, None) is not None:
                 setattr(self.teacher_pipe, name, None)
 
@@ -106,7 +133,12 @@ def load_pair(
             f"(its parent's fingerprint is {student_record.parent_fingerprint[:12]}, the teacher's {fingerprint[:12]})"
         )
 
-    pipe = load_pipeline(teacher_dir, dtype=teacher_dtype, device=device)
+    pipe = load_pipeline(  # the encoders only if needed: DistillPair.load_encoders
+        teacher_dir,
+        dtype=teacher_dtype,
+        device=device,
+        components=dict.fromkeys(ENCODERS),
+    )
     teacher_record = read_record(teacher_dir) or record_for_transformer(pipe.transformer)
     if teacher_record.quantization:
         raise UserError(f"teacher {teacher_dir} is quantised; distil from the unquantised model")

@@ -495,7 +495,9 @@ def step_seed(seed: int, step: int, slot: int) -> int:
 
 
 def _data_source(config, pair, pairs, data_fingerprint, policy, max_len, accelerator):
+    """The encoded data: the latent cache (the encoders are loaded only to build it), or live."""
     if config.no_cache:
+        pair.load_encoders()
         return cache_mod.LiveEncoder(pair.teacher_pipe, pairs, policy, max_sequence_length=max_len)
     root = Path(config.cache_dir) if config.cache_dir else default_cache_root()
     key = cache_mod.cache_key(
@@ -506,6 +508,8 @@ def _data_source(config, pair, pairs, data_fingerprint, policy, max_len, acceler
         max_sequence_length=max_len,
     )
     with accelerator.main_process_first():
+        if not cache_mod.is_built(root, key):
+            pair.load_encoders()
         return cache_mod.build_cache(
             pair.teacher_pipe,
             pairs,

@@ -186,6 +186,34 @@ def test_inverse_weighting_moves_sensitive_blocks_less(world, reference) -> None
     assert w[0] / w[2] < 0.3 * (b[0] / b[2])
 
 
+def test_the_encoders_are_loaded_only_to_build_the_cache(world, reference, monkeypatch) -> None:
+    """With the latent cache built, the teacher's text encoders and VAE (about 10 GB at full
+    size) are not loaded; a fresh cache loads them, and encodes exactly what the first did."""
+    import generation.loading as loading
+    from generation.distill.pair import ENCODERS
+
+    loaded: list[list[str]] = []
+    real = loading.load_pipeline
+
+    def spy(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        loaded.append(sorted(n for n, c in pipe.components.items() if n in ENCODERS and c))
+        return pipe
+
+    monkeypatch.setattr(loading, "load_pipeline", spy)
+    run(world, "cached", "--stop-after", "1")  # the reference run built the cache
+    assert loaded == [[]]
+    loaded.clear()
+    fresh = world["root"] / "fresh-cache"
+    run(world, "uncached", "--stop-after", "1", "--cache-dir", fresh)
+    assert loaded == [[], ["text_encoder", "text_encoder_2", "text_encoder_3", "vae"]]
+    [built] = fresh.iterdir()
+    for shard in built.glob("*.safetensors"):
+        first, again = load_file(world["cache"] / built.name / shard.name), load_file(shard)
+        assert first.keys() == again.keys()
+        assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_flux_distils_and_reloads(tmp_path, toy_model_dir) -> None:
     from diffusers import DiffusionPipeline
 
