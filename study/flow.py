@@ -121,7 +121,7 @@ def lock_study(session: Session, study_id: int) -> None:
     """Serialise assigners of this study (once per transaction)."""
     if session.info.get("locked_study") == study_id:
         return
-    session.execute(LOCK_STUDY, {"study_id": study_id})
+    session.connection().execute(LOCK_STUDY, {"study_id": study_id})
     session.info["locked_study"] = study_id
 
 
@@ -184,9 +184,13 @@ class ParticipantRow:
 
 def load_participant(session: Session, study_id: int, public_id: str) -> ParticipantRow | None:
     """The participant, locked for this transaction and marked seen, in one statement."""
-    row = session.execute(
-        LOAD_PARTICIPANT, {"b_public_id": public_id, "b_study_id": study_id, "b_now": utcnow()}
-    ).first()
+    row = (
+        session.connection()
+        .execute(
+            LOAD_PARTICIPANT, {"b_public_id": public_id, "b_study_id": study_id, "b_now": utcnow()}
+        )
+        .first()
+    )
     return None if row is None else ParticipantRow(*row)
 
 
@@ -195,7 +199,7 @@ def change(session: Session, participant: ParticipantRow, **fields) -> None:
     for name, value in fields.items():
         if name in ParticipantRow.__slots__:
             setattr(participant, name, value)
-    session.execute(SAVE_PARTICIPANT, {"b_id": participant.id, **fields})
+    session.connection().execute(SAVE_PARTICIPANT, {"b_id": participant.id, **fields})
 
 
 def finish(session: Session, participant: ParticipantRow, outcome: str, now=None) -> None:
@@ -230,12 +234,12 @@ def expire_late_participants(session: Session, study_id: int, now: datetime) -> 
     Called by assigners (study row locked). Participants locked by a request of their own are
     skipped: that request times them out itself.
     """
-    late = session.execute(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
+    late = session.connection().execute(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
     if late:
         tallies.subtract_participants(
             session, study_id, [pid for pid, phase in late if phase == "trials"]
         )
-        session.execute(TIME_OUT, {"ids": [pid for pid, _ in late], "now": now})
+        session.connection().execute(TIME_OUT, {"ids": [pid for pid, _ in late], "now": now})
 
 
 def complete(session: Session, participant: ParticipantRow) -> None:
@@ -498,7 +502,7 @@ class TrialRow:
 
 def load_trials(session: Session, participant: ParticipantRow) -> list[TrialRow]:
     """The participant's trials in order, with their answers (one query)."""
-    rows = session.execute(LOAD_TRIALS, {"participant_id": participant.id})
+    rows = session.connection().execute(LOAD_TRIALS, {"participant_id": participant.id})
     return [TrialRow(*row) for row in rows]
 
 
@@ -518,7 +522,7 @@ def current_trial(
             else:
                 filled = _fill_active(session, participant, cat, trials, trial)
             if not filled:  # nothing left to ask: the trial goes
-                session.execute(DELETE_TRIAL, {"trial_id": trial.id})
+                session.connection().execute(DELETE_TRIAL, {"trial_id": trial.id})
                 trials.remove(trial)
                 continue
             changes = {
@@ -528,7 +532,7 @@ def current_trial(
         if trial.shown_at is None:
             trial.shown_at = changes["shown_at"] = now
         if changes:
-            session.execute(UPDATE_TRIAL, {"trial_id": trial.id, **changes})
+            session.connection().execute(UPDATE_TRIAL, {"trial_id": trial.id, **changes})
         return trial
     return None
 
@@ -645,7 +649,7 @@ def _store(
     now = utcnow()
     trial.choice, trial.rating = submitted.choice, submitted.rating
     trial.passed = _check_passed(trial, trials, submitted)
-    trial.answer_id = session.scalar(
+    trial.answer_id = session.connection().scalar(
         INSERT_ANSWER,
         {
             "trial_id": trial.id,

@@ -91,7 +91,7 @@ class CellCounts(Mapping):
             params.update(variant_a=arm[0], variant_b=arm[1])
         else:
             query = READ_PAIR_CELLS if self._pairs else READ_RATING_CELLS
-        for a, b, prompt_id, seed, n in self._session.execute(query, params):
+        for a, b, prompt_id, seed, n in self._session.connection().execute(query, params):
             task = PairTask(prompt_id, seed, a, b) if b else RatingTask(prompt_id, seed, a)
             self._counts[task] = n
         if arm is None:
@@ -99,12 +99,18 @@ class CellCounts(Mapping):
         else:
             self._arms.add(arm)
 
-    def __getitem__(self, task: PairTask | RatingTask) -> int:
+    def get(self, task: PairTask | RatingTask, default: int | None = None) -> int | None:
         if not self._all:
-            arm = task.pair if isinstance(task, PairTask) else (task.variant, "")
+            arm = (task.variant_a, task.variant_b) if self._pairs else (task.variant, "")
             if arm not in self._arms:
                 self._read(arm)
-        return self._counts[task]
+        return self._counts.get(task, default)
+
+    def __getitem__(self, task: PairTask | RatingTask) -> int:
+        count = self.get(task)
+        if count is None:
+            raise KeyError(task)
+        return count
 
     def _everything(self) -> dict:
         if not self._all:
@@ -133,7 +139,11 @@ def read(
     mine: Iterable[PairTask | RatingTask] = (),
 ) -> StudyTallies:
     """The scheduling state of ``criterion`` for a participant who has the tasks ``mine``."""
-    rows = session.execute(READ_PAIRS, {"study_id": cat.study_id, "criterion": criterion}).all()
+    rows = (
+        session.connection()
+        .execute(READ_PAIRS, {"study_id": cat.study_id, "criterion": criterion})
+        .all()
+    )
     pairs = {(a, b): PairCounts(*counts) for a, b, *counts in rows}
     index = {v: k for k, v in enumerate(cat.variants)}
     n = len(cat.variants)
@@ -175,7 +185,7 @@ def _add(session: Session, table: Table, key: tuple[str, ...], rows: list[dict])
             index_elements=list(key),
             set_={c: table.c[c] + statement.excluded[c] for c in counts},
         )
-    session.execute(statement, rows)
+    session.connection().execute(statement, rows)
 
 
 def _count(
