@@ -9,6 +9,8 @@
     document.getElementById("touch").value = coarse ? "1" : "0";
   }
   fill();
+  // Enabled only now: a click before this script ran would send an empty size.
+  document.getElementById("check-continue").disabled = false;
   window.addEventListener("resize", fill);
   form.addEventListener("submit", fill);
 })();

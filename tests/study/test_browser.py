@@ -125,10 +125,11 @@ def test_closing_the_tab_or_the_browser_resumes_at_the_same_trial(browser, serve
     page.goto(entry)
     _through_the_gate(page)
     for k in range(3):
-        before = _ready(page)
+        _ready(page)
+        before = page.inner_text("#progress-text")  # counts up from one trial to the next
         _answer(page, k)
         page.wait_for_function(
-            "src => document.getElementById('img-left').getAttribute('src') !== src", arg=before[0]
+            "text => document.getElementById('progress-text').textContent !== text", arg=before
         )
     current = _ready(page)
     page.close()
