@@ -75,9 +75,18 @@ class Database:
         self._read = sessionmaker(reader, expire_on_commit=False, info=info)
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[Session]:
-        """A session in one transaction, committed on success, rolled back on error."""
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """A session in one transaction, committed on success, rolled back on error.
+
+        ``durable=False`` is for transactions whose loss in a database crash would lose
+        nothing anybody was told was kept (the choice of a participant's next trial, the time
+        it was shown): on PostgreSQL the commit then does not wait for the WAL to reach the
+        disk (``synchronous_commit`` off), so the row locks it holds are released sooner. Any
+        later durable commit makes it durable too (the WAL is written in order).
+        """
         with self._write() as session, session.begin():
+            if not durable and not self.is_sqlite:
+                session.connection().exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             yield session
 
     @contextlib.contextmanager

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,17 +60,20 @@ LOAD_PARTICIPANT = (
     )
 )  # fmt: skip
 SAVE_PARTICIPANT = _participants.update().where(_participants.c.id == bindparam("b_id"))
-LOCK_STUDY = (
-    select(Study.id).where(Study.id == bindparam("study_id")).with_for_update(key_share=True)
+_late = (
+    (_participants.c.study_id == bindparam("study_id"))
+    & (_participants.c.deadline_at < bindparam("now"))
+    & _participants.c.outcome.is_(None)
+    & _participants.c.phase.in_(ACTIVE_PHASES)
+)
+LOCK_STUDY = (  # and say whether any of its participants is past their time limit
+    select(Study.id, exists().where(_late))
+    .where(Study.id == bindparam("study_id"))
+    .with_for_update(key_share=True)
 )
 LATE_PARTICIPANTS = (
     select(_participants.c.id, _participants.c.phase)
-    .where(
-        _participants.c.study_id == bindparam("study_id"),
-        _participants.c.deadline_at < bindparam("now"),
-        _participants.c.outcome.is_(None),
-        _participants.c.phase.in_(ACTIVE_PHASES),
-    )
+    .where(_late)
     .with_for_update(key_share=True, skip_locked=True)
 )
 TIME_OUT = (
@@ -118,11 +121,15 @@ def latest_version(session: Session, study: Study) -> StudyVersion:
 
 
 def lock_study(session: Session, study_id: int) -> None:
-    """Serialise assigners of this study (once per transaction)."""
+    """Serialise the assigners of this study (once per transaction), and time out its
+    participants past their limit first, so that their tasks are free again."""
     if session.info.get("locked_study") == study_id:
         return
-    session.connection().execute(LOCK_STUDY, {"study_id": study_id})
+    now = utcnow()
+    _, any_late = session.connection().execute(LOCK_STUDY, {"study_id": study_id, "now": now}).one()
     session.info["locked_study"] = study_id
+    if any_late:
+        expire_late_participants(session, study_id, now)
 
 
 # --- entering and moving through the phases --------------------------------------------------
@@ -204,11 +211,12 @@ def change(session: Session, participant: ParticipantRow, **fields) -> None:
 
 def finish(session: Session, participant: ParticipantRow, outcome: str, now=None) -> None:
     """End the session with ``outcome``; a participant who drops out stops counting."""
-    if outcome in EXCLUDED_OUTCOMES and participant.phase == "trials":
-        lock_study(session, participant.study_id)
-        tallies.subtract_participants(session, participant.study_id, [participant.id])
+    counted = participant.phase == "trials"
     phase = "end" if outcome != "declined" else "declined"
     change(session, participant, phase=phase, outcome=outcome, finished_at=now or utcnow())
+    if outcome in EXCLUDED_OUTCOMES and counted:
+        lock_study(session, participant.study_id)
+        tallies.subtract_participants(session, participant.study_id, [participant.id])
 
 
 def is_late(participant: ParticipantRow, now: datetime) -> bool:
@@ -229,17 +237,16 @@ def expire_if_late(session: Session, participant: ParticipantRow, now=None) -> b
 
 
 def expire_late_participants(session: Session, study_id: int, now: datetime) -> None:
-    """Time out the study's participants past their limit, so that their tasks are free again.
+    """Time out the study's participants past their limit (study row locked: :func:`lock_study`).
 
-    Called by assigners (study row locked). Participants locked by a request of their own are
-    skipped: that request times them out itself.
+    Participants locked by a request of their own are skipped: that request times them out.
     """
     late = session.connection().execute(LATE_PARTICIPANTS, {"study_id": study_id, "now": now}).all()
     if late:
+        session.connection().execute(TIME_OUT, {"ids": [pid for pid, _ in late], "now": now})
         tallies.subtract_participants(
             session, study_id, [pid for pid, phase in late if phase == "trials"]
         )
-        session.connection().execute(TIME_OUT, {"ids": [pid for pid, _ in late], "now": now})
 
 
 def complete(session: Session, participant: ParticipantRow) -> None:
@@ -339,7 +346,6 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
     spec = cat.spec
     now = utcnow()
     lock_study(session, participant.study_id)
-    expire_late_participants(session, participant.study_id, now)
     rng = np.random.default_rng(participant.order_seed)
     slots = plan(spec, rng)
     presentation = "rating" if spec.kind == "rating" else "pair"
@@ -507,13 +513,24 @@ def load_trials(session: Session, participant: ParticipantRow) -> list[TrialRow]
 
 
 def current_trial(
-    session: Session, participant: ParticipantRow, cat: Catalogue, trials: list[TrialRow]
+    session: Session,
+    participant: ParticipantRow,
+    cat: Catalogue,
+    trials: list[TrialRow],
+    *,
+    fill_active: bool = True,
 ) -> TrialRow | None:
-    """The first unanswered trial (filled and marked shown), or None when all are answered."""
+    """The first unanswered trial (filled and marked shown), or None when all are answered.
+
+    With ``fill_active=False`` a trial the active scheduler has yet to fill comes back empty
+    (``left_id`` None), untouched: the caller fills it in a transaction of its own.
+    """
     now = utcnow()
     for trial in [t for t in trials if not t.answered]:
         changes = {}
         if trial.left_id is None:
+            if trial.check != "repeat" and not fill_active:
+                return trial
             if trial.check == "repeat":
                 original = next((t for t in trials if t.position == trial.repeat_of), None)
                 filled = original is not None and original.left_id is not None
@@ -543,7 +560,6 @@ def _fill_active(
     """Fill an empty main trial of an ``active`` study now that it is current."""
     spec = cat.spec
     lock_study(session, participant.study_id)
-    expire_late_participants(session, participant.study_id, utcnow())
     mine = [
         _task(cat, t)
         for t in trials
@@ -599,9 +615,12 @@ def record_answer(
     trials: list[TrialRow],
     trial_public_id: str,
     submitted: Submitted,
+    *,
+    fill_active: bool = True,
 ) -> tuple[str, TrialRow | None]:
     """Store an answer and move on: (``"recorded"`` or ``"already_recorded"`` for an identical
-    retry, the participant's current trial afterwards or None)."""
+    retry, the participant's current trial afterwards or None; see :func:`current_trial` for
+    ``fill_active``)."""
     spec = cat.spec
     trial = next((t for t in trials if t.public_id == trial_public_id), None)
     if trial is None:
@@ -619,9 +638,9 @@ def record_answer(
         _validate(trial, spec, submitted)
         _store(session, participant, spec, trial, trials, submitted)
         status = "recorded"
-    current = (
-        current_trial(session, participant, cat, trials) if participant.phase == "trials" else None
-    )
+    current = None
+    if participant.phase == "trials":
+        current = current_trial(session, participant, cat, trials, fill_active=fill_active)
     if current is None:
         complete(session, participant)
     if (

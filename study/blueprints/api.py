@@ -102,9 +102,13 @@ def session_state(key: str):
         )
 
 
-@bp.get("/trial")
-def trial(key: str):
-    with get_db().write() as db:
+def _current(key: str) -> dict:
+    """The participant's current trial, filled (by the scheduler if need be) and marked shown.
+
+    Nothing here records what a participant said, so the transaction need not be durable
+    (study.db.Database.write): a trial lost with a crashed database is simply filled again.
+    """
+    with get_db().write(durable=False) as db:
         participant = load_participant(db, key)
         cat = catalogue(db, participant.version_id)
         trials, current = [], None
@@ -113,7 +117,12 @@ def trial(key: str):
             current = current_trial(db, participant, cat, trials)
             if current is None:
                 complete(db, participant)
-        return jsonify(state_json(key, participant, cat, trials, current))
+    return state_json(key, participant, cat, trials, current)
+
+
+@bp.get("/trial")
+def trial(key: str):
+    return jsonify(_current(key))
 
 
 def _parse_answer() -> tuple[str, Submitted]:
@@ -147,18 +156,26 @@ def _parse_answer() -> tuple[str, Submitted]:
 
 @bp.post("/answer")
 def answer(key: str):
+    """Record the answer durably; the next trial comes in the same response. When the active
+    scheduler has to choose it, that happens after the answer's commit, in a transaction of its
+    own: the study lock it takes is then not held while the answer is flushed to disk."""
     trial_id, submitted = _parse_answer()
-    with get_db().write() as db:
-        participant = load_participant(db, key)
+    db = get_db()
+    with db.write() as session:
+        participant = load_participant(session, key)
         if participant.outcome == "timed_out":  # committed, so the end page shows the code
             late = {"error": "The time limit for this study has passed."}
             late["redirect"] = phase_url(key, participant.phase)
         else:
             late = None
-            cat = catalogue(db, participant.version_id)
-            trials = load_trials(db, participant)
-            status, current = record_answer(db, participant, cat, trials, trial_id, submitted)
-            body = {"status": status, **state_json(key, participant, cat, trials, current)}
+            cat = catalogue(session, participant.version_id)
+            trials = load_trials(session, participant)
+            status, current = record_answer(
+                session, participant, cat, trials, trial_id, submitted,
+                fill_active=db.is_sqlite,
+            )  # fmt: skip
     if late:
         return jsonify(late), 410
-    return jsonify(body)
+    if current is not None and current.left_id is None:
+        return jsonify(status=status, **_current(key))
+    return jsonify(status=status, **state_json(key, participant, cat, trials, current))

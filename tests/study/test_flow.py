@@ -82,3 +82,27 @@ def test_time_limit_ends_the_session_with_the_timed_out_code(participant, app):
         row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID-late"))
         assert (row.phase, row.outcome) == ("end", "timed_out")
         assert db.scalar(select(func.count(Answer.id)).where(Answer.participant_id == row.id)) == 0
+
+
+def test_a_trial_whose_filling_was_lost_is_refused_then_filled_again(participant, app):
+    # On PostgreSQL the choice of an active trial commits without waiting for the disk: if the
+    # database crashed right after, the participant would hold the id of a trial whose images
+    # the database no longer has. Answering it must not record an answer to unknown images.
+    from sqlalchemy import update
+
+    p, _ = participant(
+        scheduler="active", practice_trials=0, attention={}, scheduler_options={"warmup": 0}
+    )
+    body = p.start(pid="PID-lost-fill")
+    shown = body["trial"]
+    with app.extensions["hprune_db"].write() as db:
+        db.execute(
+            update(Trial)
+            .where(Trial.public_id == shown["id"])
+            .values(left_id=None, right_id=None, prompt_id=None, seed=None, shown_at=None)
+        )
+    response = p.answer(shown["id"], choice="left")
+    assert response.status_code == 409
+    again = p.trial()["trial"]
+    assert again["id"] == shown["id"] and again["images"]["left"]
+    assert p.answer(again["id"], choice="left").status_code == 200
