@@ -86,10 +86,10 @@ def read_responses(source: str | Path, *, study: str | None = None) -> pd.DataFr
 
 
 def read_responses_database(url: str, *, study: str | None = None) -> pd.DataFrame:
-    """Responses straight from a study database, through the study package's exporter."""
+    """Responses straight from a study database, through the study package's exporter (which
+    refuses a bad URL, a missing SQLite file or an unreachable server with a one-line error)."""
     try:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+        from sqlalchemy.exc import SQLAlchemyError
 
         from study.export import export_responses  # Flask-free part of the study package
     except ImportError as exc:
@@ -98,14 +98,6 @@ def read_responses_database(url: str, *, study: str | None = None) -> pd.DataFra
             f"(study.export.export_responses): {exc}. Export the responses with "
             "'hprune study export' and pass the file instead."
         ) from exc
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UserError(f"not a database URL: {url}") from exc
-    database = parsed.database or ""
-    is_file_db = parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-    if is_file_db and not Path(database).is_file():  # connecting would create an empty file
-        raise UserError(f"there is no SQLite database at {database}")
     try:
         return export_responses(url, study=study)
     except SQLAlchemyError as exc:

@@ -25,7 +25,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(_url())
+    engine = make_engine(_url(), create=True)
     with engine.connect() as connection:
         context.configure(
             connection=connection,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hprune.errors import UserError
@@ -23,21 +23,39 @@ from hprune.errors import UserError
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` (``sqlite:///file`` or ``postgresql+psycopg://...``)."""
+def make_engine(url: str, *, create: bool = False) -> Engine:
+    """An engine for ``url`` (``sqlite:///file`` or ``postgresql+psycopg://...``).
+
+    A SQLite file must exist unless ``create`` (``hprune study init``): connecting to a
+    mistyped path would otherwise leave an empty database there.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise UserError(f"not a database URL: {url!r}") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            elif not path.is_file():
+                raise UserError(
+                    f"there is no study database at {path} (create one with 'hprune study init')"
+                )
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _serialise_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True)
     raise UserError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
 
 
 def _serialise_sqlite(engine: Engine) -> None:
@@ -64,9 +82,9 @@ class Database:
     this database finds it as ``session.info["hprune_cache"]``.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, create=create)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.cache: dict = {}
         info = {"hprune_cache": self.cache}
@@ -98,6 +116,33 @@ class Database:
         self.engine.dispose()
 
 
+def open_database(url: str, *, current: bool = False) -> Database:
+    """A study database that exists and answers, set up by ``hprune study init`` (with
+    ``current``: at the newest schema); otherwise a one-line :class:`UserError`."""
+    db = Database(url)
+    try:
+        try:
+            ready = has_tables(db.engine) and (not current or is_current(db.engine))
+        except DBAPIError as exc:
+            raise UserError(
+                f"cannot open the database {display_url(url)}: {_reason(exc)}"
+            ) from None
+        if not ready:
+            raise UserError(
+                f"the database {display_url(url)} is not set up: run 'hprune study init'"
+            )
+    except UserError:
+        db.dispose()
+        raise
+    return db
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The first line of what the database driver said."""
+    text = str(exc.orig).strip()
+    return text.splitlines()[0] if text else type(exc.orig).__name__
+
+
 def migrations_dir() -> Path:
     import migrations
 
@@ -114,10 +159,14 @@ def alembic_config(url: str):
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (the only way the schema is made)."""
+    """Bring the database at ``url`` to ``revision`` (the only way the schema is made); a
+    SQLite file is created if need be."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except DBAPIError as exc:
+        raise UserError(f"cannot open the database {display_url(url)}: {_reason(exc)}") from None
 
 
 def is_current(engine: Engine) -> bool:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
-from study.db import Database
+from study.db import Database, open_database
 from study.export_format import CONTRACT_COLUMNS, EXTRA_COLUMNS
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
 
@@ -63,9 +63,11 @@ def pseudonym(public_id: str) -> str:
 
 
 def _as_database(source: str | Database) -> tuple[Database, bool]:
+    """(database, whether we opened it); a URL must name an existing, reachable study database
+    (a one-line UserError otherwise, and no empty SQLite file is left behind)."""
     if isinstance(source, Database):
         return source, False
-    return Database(source), True
+    return open_database(source), True
 
 
 def export_responses(source: str | Database, study: str | None = None) -> pd.DataFrame:

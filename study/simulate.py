@@ -144,10 +144,10 @@ class StimulusOracle:
         from sqlalchemy import select
 
         from hprune.errors import UserError
-        from study.db import Database
+        from study.db import open_database
         from study.models import Stimulus, Study
 
-        db = Database(database_url)
+        db = open_database(database_url)
         try:
             with db.read() as session:
                 studies = session.scalars(select(Study).order_by(Study.id)).all()

@@ -23,24 +23,15 @@ def _database_url() -> str:
 
 
 def _require_current(url: str) -> None:
-    from sqlalchemy.exc import OperationalError
+    from study.db import open_database
 
-    from study.db import Database, has_tables, is_current
-
-    db = Database(url)
-    try:
-        if not has_tables(db.engine) or not is_current(db.engine):
-            raise UserError(f"the database {_safe(url)} is not set up: run 'hprune study init'")
-    except OperationalError as exc:
-        raise UserError(f"cannot open the database {_safe(url)}: {exc.orig}") from None
-    finally:
-        db.dispose()
+    open_database(url, current=True).dispose()
 
 
 def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from study.db import display_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return display_url(url)
 
 
 @click.group(
@@ -71,8 +62,6 @@ def study(db_url: str | None, instance: Path | None) -> None:
 @study.command()
 def init() -> None:
     """Create the instance folder and secret key, and migrate the database to the newest schema."""
-    from sqlalchemy.exc import OperationalError
-
     from hprune.fileio import atomic_write_text
     from study.app import SECRET_KEY_FILE, instance_path
     from study.db import upgrade
@@ -85,10 +74,7 @@ def init() -> None:
         key_file.chmod(0o600)
         click.echo(f"wrote a new secret key to {key_file}")
     url = _database_url()
-    try:
-        upgrade(url)
-    except OperationalError as exc:
-        raise UserError(f"cannot open the database {_safe(url)}: {exc.orig}") from None
+    upgrade(url)
     click.echo(f"database ready: {_safe(url)}")
 
 

@@ -138,6 +138,7 @@ def test_cli_import_reports_bad_input_in_one_line(tmp_path):
     base = ["study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{tmp_path / 'db'}"]
     result = run_cli(*base, "import", "--manifest", str(folder), "--spec", str(spec))
     assert result.exit_code == 2 and "hprune study init" in result.output
+    assert not (tmp_path / "db").exists()  # no empty database left behind
     assert run_cli(*base, "init").exit_code == 0
     spec.write_text("name: cli\nkind: pair\ntrials_per_criterion: [\n")
     result = run_cli(*base, "import", "--manifest", str(folder), "--spec", str(spec))
