@@ -104,10 +104,16 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
+        """200 ``{"ok": true}`` while the database answers, else 503 (docs/study-api.md)."""
         from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
 
-        with get_db(app).read() as db:
-            db.execute(text("SELECT 1"))
+        try:
+            with get_db(app).read() as db:
+                db.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            app.logger.warning("health check: the database does not answer: %s", exc)
+            return jsonify(ok=False, error="The database cannot be reached."), 503
         return jsonify(ok=True)
 
     return app
