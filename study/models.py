@@ -232,3 +232,18 @@ class Admin(Base):
     password_hash: Mapped[str] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class LoginFailure(Base):
+    """A failed admin login, kept for the rate limit (``study.admins``) and then deleted."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_address_at", "address", "at"),
+        Index("ix_login_failures_username_at", "username", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(64))  # the client's IP address
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

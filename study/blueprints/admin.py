@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import tempfile
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from werkzeug.security import check_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
-from study import dashboard
+from study import admins, dashboard
 from study.app import get_db
 from study.export import frame_from_session, write_files
 from study.models import Admin, Study, utcnow
@@ -50,23 +51,33 @@ def login_required(view):
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    """Password login, rate limited per client address and per user name (study.admins)."""
     form = LoginForm()
-    error = None
+    error, status, headers = None, 200, {}
     if form.validate_on_submit():
+        now, address = utcnow(), request.remote_addr or "unknown"
+        username = form.username.data
         with get_db().write() as db:
-            admin = db.scalar(select(Admin).where(Admin.username == form.username.data))
-            if admin and check_password_hash(admin.password_hash, form.password.data):
-                admin.last_login_at = utcnow()
-                session.clear()  # a fresh session (and CSRF secret) for the logged-in admin
-                session["admin"] = admin.id
-                session.permanent = True
-                target = request.args.get("next", "")
-                if not target.startswith("/admin") or target.startswith("//"):
-                    target = url_for("admin.studies")
-                return redirect(target, code=303)
-        error = "Wrong user name or password."
-    status = 401 if error else 200
-    return render_template("admin/login.html", form=form, error=error), status
+            wait = admins.login_wait(db, username, address, now)
+            if wait is not None:
+                minutes = max(1, math.ceil(wait.total_seconds() / 60))
+                error = f"Too many failed logins: try again in {minutes} minute(s)."
+                status, headers = 429, {"Retry-After": str(math.ceil(wait.total_seconds()))}
+            else:
+                admin = db.scalar(select(Admin).where(Admin.username == username))
+                if admin and check_password_hash(admin.password_hash, form.password.data):
+                    admin.last_login_at = now
+                    admins.clear_failures(db, username, address)
+                    session.clear()  # a fresh session (and CSRF secret) for the logged-in admin
+                    session["admin"] = admin.id
+                    session.permanent = True
+                    target = request.args.get("next", "")
+                    if not target.startswith("/admin") or target.startswith("//"):
+                        target = url_for("admin.studies")
+                    return redirect(target, code=303)
+                admins.record_failure(db, username, address, now)
+                error, status = "Wrong user name or password.", 401
+    return render_template("admin/login.html", form=form, error=error), status, headers
 
 
 @bp.post("/logout")

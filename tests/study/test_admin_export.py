@@ -139,3 +139,41 @@ def test_production_refuses_to_start_without_a_secret_key(monkeypatch, tmp_path)
     monkeypatch.setenv("HPRUNE_INSTANCE", str(tmp_path))
     with pytest.raises(RuntimeError, match="SECRET_KEY is not set"):
         create_app()
+
+
+def test_login_is_rate_limited_per_address_and_per_user_name(app) -> None:
+    import secrets
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from study.admins import MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USERNAME
+    from study.models import LoginFailure
+
+    name = f"limited-{secrets.token_hex(3)}"
+    set_admin_password(app.extensions["hprune_db"], name, "correct horse battery")
+
+    def attempt(address: str, password: str, username: str = name):
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = address
+        page = client.get("/admin/login").get_data(as_text=True)
+        return client.post(
+            "/admin/login",
+            data={"username": username, "password": password, "csrf_token": _csrf(page)},
+        )
+
+    for _ in range(MAX_FAILURES_PER_ADDRESS):
+        assert attempt("10.0.0.7", "wrong password!").status_code == 401
+    refused = attempt("10.0.0.7", "correct horse battery")  # not even checked
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+    assert "Too many failed logins" in refused.get_data(as_text=True)
+    assert attempt("10.0.0.8", "correct horse battery").status_code == 303  # another address
+    assert attempt("10.0.0.7", "correct horse battery").status_code == 303  # cleared by it
+
+    for k in range(MAX_FAILURES_PER_USERNAME):  # one name guessed from many addresses
+        assert attempt(f"10.1.0.{k}", "wrong password!").status_code == 401
+    assert attempt("10.2.0.1", "correct horse battery").status_code == 429
+    assert attempt("10.2.0.1", "x" * 12, username=f"{name}-other").status_code == 401
+    with app.extensions["hprune_db"].write() as db:  # a quarter of an hour later
+        db.execute(update(LoginFailure).values(at=LoginFailure.at - timedelta(minutes=16)))
+    assert attempt("10.2.0.1", "correct horse battery").status_code == 303
