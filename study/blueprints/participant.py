@@ -78,7 +78,10 @@ def entry(key: str):
 
 
 def _page(key: str, phase: str, post=None):
-    """Run ``post`` (on POST) and render the phase's page, or redirect to the current phase."""
+    """Run ``post`` (on POST) and render the phase's page, or redirect to the current phase.
+
+    The page is rendered after the commit: on SQLite the transaction holds the write lock.
+    """
     with get_db().write() as db:
         participant = load_participant(db, key)
         spec = catalogue(db, participant.version_id).spec
@@ -89,7 +92,7 @@ def _page(key: str, phase: str, post=None):
             return _see_other(phase_url(key, participant.phase))
         if participant.phase != phase:
             return _see_other(phase_url(key, participant.phase))
-        return render_template(f"{phase}.html", key=key, spec=spec, participant=participant)
+    return render_template(f"{phase}.html", key=key, spec=spec, participant=participant)
 
 
 @bp.route("/s/<key>/consent", methods=["GET", "POST"])
@@ -138,11 +141,11 @@ def end(key: str):
         if participant.phase not in ("end", "declined"):
             return _see_other(phase_url(key, participant.phase))
         spec = catalogue(db, participant.version_id).spec
-        code = spec.completion_codes.get(participant.outcome or "")
-        link = spec.completion_link(code) if code else None
-        return render_template(
-            "end.html", key=key, spec=spec, outcome=participant.outcome, code=code, link=link
-        )
+    code = spec.completion_codes.get(participant.outcome or "")
+    link = spec.completion_link(code) if code else None
+    return render_template(
+        "end.html", key=key, spec=spec, outcome=participant.outcome, code=code, link=link
+    )
 
 
 # --- images ----------------------------------------------------------------------------------
