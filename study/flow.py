@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -42,7 +42,6 @@ from study.spec import StudySpec
 ACTIVE_PHASES = ("instructions", "check", "trials")
 MOBILE_UA = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Opera Mini|IEMobile", re.IGNORECASE)
 EXCLUDED_OUTCOMES = ("failed_attention", "timed_out", "declined")
-NO_SYNC = {"synchronize_session": False}
 
 # The statements of the answer path, built once: SQLAlchemy then reuses their compiled form
 # without building and hashing a new statement each request.
@@ -93,6 +92,7 @@ LOAD_TRIALS = (
     .where(_trials.c.participant_id == bindparam("participant_id"))
     .order_by(_trials.c.position)
 )  # fmt: skip
+INSERT_TRIALS = _trials.insert()
 UPDATE_TRIAL = _trials.update().where(_trials.c.id == bindparam("trial_id"))
 DELETE_TRIAL = _trials.delete().where(_trials.c.id == bindparam("trial_id"))
 INSERT_ANSWER = _answers.insert().returning(_answers.c.id)
@@ -339,6 +339,26 @@ def plan(spec: StudySpec, rng: np.random.Generator) -> list[Slot]:
     return slots
 
 
+@dataclass
+class NewTrial:
+    """A trial being planned, before it is inserted (the columns of ``trials``)."""
+
+    public_id: str
+    participant_id: int
+    position: int
+    kind: str
+    presentation: str
+    criterion: str
+    check: str | None = None
+    repeat_of: int | None = None
+    expected: str | None = None
+    prompt_id: str | None = None
+    seed: int | None = None
+    left_id: int | None = None
+    right_id: int | None = None
+    assigned_at: datetime | None = None
+
+
 def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> None:
     """Create the participant's trials (once: a repeated check post finds them there)."""
     if session.scalar(select(Trial.id).where(Trial.participant_id == participant.id).limit(1)):
@@ -350,7 +370,7 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
     slots = plan(spec, rng)
     presentation = "rating" if spec.kind == "rating" else "pair"
     trials = {
-        id(slot): Trial(
+        id(slot): NewTrial(
             public_id=new_token(),
             participant_id=participant.id,
             position=position,
@@ -394,8 +414,7 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
     for trial in kept:
         if trial.left_id is not None:
             trial.assigned_at = now
-    session.add_all(kept)
-    session.flush()
+    session.connection().execute(INSERT_TRIALS, [asdict(t) for t in kept])
 
 
 def _assignment(cat: Catalogue, trial) -> tuple[str, int, str, str | None]:
@@ -436,7 +455,7 @@ def _fill_task(trial, task, cat: Catalogue, tally: tallies.StudyTallies, rng) ->
     trial.right_id = cat.by_cell[(rv, task.prompt_id, task.seed)]
 
 
-def _fill_practice(trial: Trial, cat: Catalogue, rng) -> None:
+def _fill_practice(trial: NewTrial, cat: Catalogue, rng) -> None:
     prompt_id, seed = cat.items[int(rng.integers(len(cat.items)))]
     trial.prompt_id, trial.seed = prompt_id, seed
     if cat.spec.kind == "rating":
@@ -452,7 +471,7 @@ def _fill_practice(trial: Trial, cat: Catalogue, rng) -> None:
     )
 
 
-def _fill_broken(trial: Trial, cat: Catalogue, rng) -> None:
+def _fill_broken(trial: NewTrial, cat: Catalogue, rng) -> None:
     """A gold trial: a broken image (beside an intact one of the same prompt, for pairs)."""
     broken_id, (prompt_id, seed) = cat.broken[int(rng.integers(len(cat.broken)))]
     trial.prompt_id, trial.seed = prompt_id, seed
