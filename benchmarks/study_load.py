@@ -55,34 +55,76 @@ run_gunicorn(app, bind="127.0.0.1:%(port)d", workers=%(workers)d, threads=%(thre
 """
 
 
-@contextlib.contextmanager
-def server(command: list[str], port: int, env: dict) -> Iterator[str]:
-    """A server process on ``port``, up once it answers HTTP; stopped (by its pid) afterwards."""
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                requests.get(base + "/", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds so far), from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
 
 
-def bare_load(base: str, clients: int, requests_each: int) -> dict:
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU time so far of the server's process tree, of this process (the clients), and of the
+    PostgreSQL server processes (all of them: other users of the server count too)."""
+    table = _processes()
+    tree, frontier = set(), {server_pid}
+    while frontier:
+        tree |= frontier
+        frontier = {pid for pid, (ppid, _, _) in table.items() if ppid in frontier} - tree
+    return {
+        "server": sum(table[pid][2] for pid in tree if pid in table),
+        "clients": table.get(os.getpid(), (0, "", 0.0))[2],
+        "postgres": sum(cpu for _, name, cpu in table.values() if name == "postgres"),
+    }
+
+
+@contextlib.contextmanager
+def server(command: list[str], port: int, env: dict, workers: int) -> Iterator[subprocess.Popen]:
+    """A gunicorn server on ``port``, up once it answers HTTP and all its ``workers`` run (the
+    first worker up would otherwise take every connection of the burst of clients and keep
+    them, kept alive, to the end); stopped (by its pid) afterwards."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO
+        )
+        process.base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
+                try:
+                    requests.get(process.base + "/", timeout=1)
+                    break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            for _ in range(100):
+                if sum(ppid == process.pid for ppid, _, _ in _processes().values()) >= workers:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)  # the last worker forked: let it reach its accept loop
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def bare_load(process: subprocess.Popen, clients: int, requests_each: int) -> dict:
     """``clients`` threads, each posting ``requests_each`` JSON bodies in turn."""
+    base = process.base
 
     def client(k: int) -> list[tuple[float, float]]:
         done = []
@@ -95,8 +137,10 @@ def bare_load(base: str, clients: int, requests_each: int) -> dict:
                 done.append((start, time.perf_counter()))
         return done
 
+    before = cpu_seconds(process.pid)
     with ThreadPoolExecutor(clients) as pool:
         stamps = [s for chunk in pool.map(client, range(clients)) for s in chunk]
+    cpu = _per_request(before, cpu_seconds(process.pid), len(stamps))
     starts, ends = np.array(stamps).T
     latency = (ends - starts) * 1e3
     return {
@@ -104,7 +148,12 @@ def bare_load(base: str, clients: int, requests_each: int) -> dict:
         "p50": np.percentile(latency, 50),
         "p99": np.percentile(latency, 99),
         "n": len(stamps),
+        "cpu_ms": cpu,
     }
+
+
+def _per_request(before: dict, after: dict, n: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) * 1e3 / n for k in before}
 
 
 def check_database(url: str, study_name: str, report) -> dict:
@@ -190,16 +239,18 @@ def study_load(database: str, args, workdir: Path) -> dict:
         command += ["--workers", str(args.workers), "--threads", str(args.threads)]
         oracle = StimulusOracle.from_database(url, spec.name)
         preferences = Preferences.evenly_spaced(oracle.variants, 0.3)
-        with server(command, port, env) as base:
+        with server(command, port, env, args.workers) as process:
+            before = cpu_seconds(process.pid)
             report = run_simulation(
                 oracle,
                 preferences,
-                base_url=base,
+                base_url=process.base,
                 participants=args.participants,
                 concurrency=args.participants,
                 seed=1,
                 progress=False,
             )
+            cpu = _per_request(before, cpu_seconds(process.pid), max(report.answers, 1))
         answered = [t for r in report.results for t in r.answer_seconds]
         checks = check_database(url, spec.name, report)
     return {
@@ -209,8 +260,13 @@ def study_load(database: str, args, workdir: Path) -> dict:
         "p50": report.latency_ms(0.5),
         "p99": report.latency_ms(0.99),
         "n": len(answered),
+        "cpu_ms": cpu,
         **checks,
     }
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
 
 
 def main() -> None:
@@ -243,8 +299,8 @@ def main() -> None:
                 BARE_APP % {"port": bare_port, "workers": args.workers, "threads": args.threads},
             ]
             per_client = args.trials + 3
-            with server(bare_cmd, bare_port, dict(os.environ)) as base:
-                bare = bare_load(base, args.participants, per_client)
+            with server(bare_cmd, bare_port, dict(os.environ), args.workers) as process:
+                bare = bare_load(process, args.participants, per_client)
             study = study_load(database, args, workdir)
             ratio = study["answers_per_s"] / bare["per_s"]
             outcomes = study["report"].outcomes()
@@ -257,6 +313,10 @@ def main() -> None:
                 f"{study['stored']}, lost {study['lost']}, duplicated {study['duplicated']}, "
                 f"unexpected {study['unexpected']}, re-sent {sum(r.retried for r in study['report'].results)} | "
                 f"outcomes {outcomes}"
+            )
+            print(
+                f"  CPU ms per answer (whole sessions): {_cpu_text(study['cpu_ms'])} | per bare "
+                f"request: {_cpu_text(bare['cpu_ms'])}"
             )
             errors = study["report"].errors()
             if errors:
