@@ -9,6 +9,7 @@ stores them with left/right counterbalancing. Schedulers are pure functions of t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,14 +72,19 @@ class SchedulingState:
     that are assigned but not answered yet: the active scheduler treats them as comparisons whose
     outcome is still unknown, so that simultaneous participants spread over pairs. When it is
     None the active scheduler derives it from ``assigned_pairs`` minus the answered counts, which
-    is exact but costs a pass over ``assigned_pairs``; the app can pass it from one GROUP BY.
+    is exact but costs a pass over ``assigned_pairs``; the app passes it from its running counts.
+
+    ``assigned_pairs`` and ``assigned_ratings`` may be any mapping of task -> count (missing: 0):
+    the app passes ``study.tallies.CellCounts``, which reads one arm's counts from the database
+    when the scheduler first looks at that arm; schedulers only use ``get``, ``items`` and
+    iteration on them.
     """
 
     variants: list[str]
     items: list[tuple[str, int]]
     pairs: list[tuple[str, str]]
-    assigned_pairs: Counter[PairTask] = field(default_factory=Counter)
-    assigned_ratings: Counter[RatingTask] = field(default_factory=Counter)
+    assigned_pairs: Mapping[PairTask, int] = field(default_factory=Counter)
+    assigned_ratings: Mapping[RatingTask, int] = field(default_factory=Counter)
     wins: np.ndarray | None = None
     participant_pairs: set[PairTask] = field(default_factory=set)
     participant_ratings: set[RatingTask] = field(default_factory=set)
