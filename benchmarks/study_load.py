@@ -269,23 +269,33 @@ def _cpu_text(cpu: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_study_options(parser: argparse.ArgumentParser, *, participants: int) -> None:
+    """The options that describe the benchmark study (shared with study_request_cost.py)."""
     parser.add_argument("--databases", default="sqlite,postgres")
-    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--participants", type=int, default=participants)
     parser.add_argument("--trials", type=int, default=20, help="main trials per participant")
     parser.add_argument("--variants", type=int, default=6)
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--scheduler", default="balanced", choices=["balanced", "active"])
+
+
+def study_stimuli(args, workdir: Path) -> Path:
+    """``--variants`` x ``--prompts`` small PNG stimuli with their manifest, in ``workdir``."""
+    variants = [f"variant-{k}" for k in range(args.variants)]
+    prompts = [f"prompt-{k:03d}" for k in range(args.prompts)]
+    return make_stimuli(workdir / "stimuli", variants=variants, prompts=prompts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_study_options(parser, participants=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hprune-load-") as tmp:
         workdir = Path(tmp)
-        variants = [f"variant-{k}" for k in range(args.variants)]
-        prompts = [f"prompt-{k:03d}" for k in range(args.prompts)]
-        args.stimuli = make_stimuli(workdir / "stimuli", variants=variants, prompts=prompts)
+        args.stimuli = study_stimuli(args, workdir)
         print(
             f"{args.participants} participants at once, {args.trials} main + 1 practice + 2 "
             f"attention trials each, {args.scheduler} scheduler, {args.variants} variants x "

@@ -27,8 +27,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tests.study.conftest import answer_for, import_spec, make_stimuli, postgres_schema  # noqa: E402
+from study_load import add_study_options, study_stimuli  # noqa: E402
+
+from tests.study.conftest import answer_for, import_spec, postgres_schema  # noqa: E402
 
 
 def bare_cost(n: int = 2000) -> float:
@@ -113,19 +116,12 @@ def one_session(client, key: str, pid: str, costs: dict, rng: np.random.Generato
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--databases", default="sqlite,postgres")
-    parser.add_argument("--participants", type=int, default=60)
-    parser.add_argument("--trials", type=int, default=20, help="main trials per participant")
-    parser.add_argument("--variants", type=int, default=6)
-    parser.add_argument("--prompts", type=int, default=20)
-    parser.add_argument("--scheduler", default="balanced", choices=["balanced", "active"])
+    add_study_options(parser, participants=60)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hprune-cost-") as tmp:
         workdir = Path(tmp)
-        variants = [f"variant-{k}" for k in range(args.variants)]
-        prompts = [f"prompt-{k:03d}" for k in range(args.prompts)]
-        args.stimuli = make_stimuli(workdir / "stimuli", variants=variants, prompts=prompts)
+        args.stimuli = study_stimuli(args, workdir)
         print(
             f"{args.participants} participants one after another, {args.scheduler} scheduler, "
             f"{args.variants} variants x {args.prompts} prompts, {args.trials} main trials; "
