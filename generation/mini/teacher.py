@@ -36,6 +36,7 @@ TEACHER_SPEC = ToySpec(
     num_layers=12,
     num_attention_heads=2,
     attention_head_dim=32,
+    qk_norm="rms_norm",  # as SD3.5; lets the MMDiT train at a high learning rate
     clip_hidden_size=32,
     clip_projection_dim=32,
     clip_layers=2,

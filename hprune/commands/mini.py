@@ -206,3 +206,39 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
         benchmark.write_geneval_folder(out, evaluation, prompt_list)
     click.echo(f"model {model}: {len(prompt_list)} prompts x {len(seed_list)} seeds")
     click.echo(benchmark.format_scores({"mini-geneval": evaluation.scores()}))
+
+
+@mini.command("paper")
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=Path("runs/mini-paper"),
+    show_default=True,
+    help="Folder for every intermediate model, stimuli and table.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    help="Run only the steps whose name starts with this (repeatable), e.g. contrib, prune.",
+)
+@click.option("--report/--no-report", default=True, help="Write docs/mini-results.md at the end.")
+@click.option("--dry-run", is_flag=True, help="Print the command chain and stop.")
+def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool) -> None:
+    """HierarchicalPrune in miniature: contrib -> HPP -> PWP -> SGDistill -> NF4 and the baselines.
+
+    Runs hprune's own commands on the shipped mini teacher, one subprocess per step (a step
+    whose output exists is skipped, so an interrupted run continues), renders every variant
+    on the held-out prompts, scores them, profiles them, and writes docs/mini-results.md and
+    docs/mini-contrib-heatmap.png.
+    """
+    from generation.mini import paper as chain
+
+    config = chain.PaperConfig(work=work)
+    if dry_run:
+        for step in chain.plan(config):
+            click.echo(f"hprune {' '.join(step.args)}")
+        return
+    chain.run(config, echo=click.echo, only=only or None)
+    if report and not only:
+        chain.write_report(config)
+        click.echo(f"wrote {chain.DOCS / 'mini-results.md'}")
