@@ -277,6 +277,7 @@ class RunSettings:
     width: int = 64
     steps: int = 2
     guidance: float | None = None  # None: the pipeline's default
+    max_sequence_length: int | None = None  # T5 tokens; None: the pipeline's default
     prompt: str = "a photo of a red circle above a blue square"
     seed: int = 0
     warmup: int = 1
@@ -361,6 +362,8 @@ def profile_pipeline(
         }
         if settings.guidance is not None:
             options["guidance_scale"] = settings.guidance
+        if settings.max_sequence_length is not None:
+            options["max_sequence_length"] = settings.max_sequence_length
         return pipe(**options)
 
     runs = 3 + settings.warmup + 2 * settings.repeats
@@ -649,6 +652,7 @@ def run_profile(
     height: int = 64,
     width: int = 64,
     guidance: float | None = None,
+    max_sequence_length: int | None = None,
     latent_size: int = 128,
     text_tokens: int | None = None,
     warmup: int = 1,
@@ -685,6 +689,7 @@ def run_profile(
             width=width,
             steps=steps or 2,
             guidance=guidance,
+            max_sequence_length=max_sequence_length,
             warmup=warmup,
             repeats=repeats,
         )

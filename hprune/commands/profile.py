@@ -44,6 +44,12 @@ from hprune.commands.options import overwrite_option, scheme_option
 @click.option("--width", type=int, default=64, show_default=True, help="--model: image width.")
 @click.option("--guidance", type=float, default=None, help="--model: guidance scale.")
 @click.option(
+    "--max-sequence-length",
+    type=int,
+    default=None,
+    help="--model: T5 tokens per prompt (default: the pipeline's, 256 for SD3).",
+)
+@click.option(
     "--latent-size",
     type=int,
     default=128,
@@ -71,6 +77,7 @@ def profile(
     height,
     width,
     guidance,
+    max_sequence_length,
     latent_size,
     text_tokens,
     warmup,
@@ -94,6 +101,7 @@ def profile(
         height=height,
         width=width,
         guidance=guidance,
+        max_sequence_length=max_sequence_length,
         latent_size=latent_size,
         text_tokens=text_tokens,
         warmup=warmup,
