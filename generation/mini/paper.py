@@ -44,12 +44,13 @@ class PaperConfig:
     work: Path = Path("runs/mini-paper")
     prompts: Path = EVALUATION_PROMPTS
     eval_seeds: str = "0-1"
-    contrib_per_category: int = 4
-    contrib_seeds: str = "0-1"
+    eval_per_category: int | None = 4  # None: every held-out prompt
+    contrib_per_category: int = 2
+    contrib_seeds: str = "0"
     moderate: float = 0.8  # fraction of the transformer's parameters kept
     aggressive: float = 0.7
-    data_images: int = 4000
-    distill_steps: int = 600
+    data_images: int = 2000
+    distill_steps: int = 200
     distill_batch: int = 16
     distill_lr: float = 5e-4
     lambda_feat: float = 1e-4
@@ -115,6 +116,12 @@ def variants(config: PaperConfig) -> list[PaperVariant]:
                     f"{method}-{level}-kd", f"{name} + KD", pct, m / f"{method}-{level}-kd"
                 ),
             ]
+            if level == "30":  # quantised like the released configuration, for the demo
+                rows.append(
+                    PaperVariant(
+                        f"{method}-30-kd-nf4", f"{name} + KD + NF4", pct, m / f"{method}-30-kd-nf4"
+                    )
+                )
     return rows
 
 
@@ -207,6 +214,8 @@ def plan(config: PaperConfig) -> list[Step]:
         (str(config.teacher), "original-nf4"),
         (str(m / "hpp-20-pwp"), "hpp-20-pwp-nf4"),
         (str(m / "hpp-30-pwp-sgd"), "hpp-30-pwp-sgd-nf4"),
+        (str(m / "bk-sdm-30-kd"), "bk-sdm-30-kd-nf4"),
+        (str(m / "koala-30-kd"), "koala-30-kd-nf4"),
     ):
         out = m / name
         steps.append(
@@ -220,7 +229,8 @@ def plan(config: PaperConfig) -> list[Step]:
         Step(
             "render",
             ("render", "--variants", str(w / "variants.yaml"), "--prompts", str(config.prompts),
-             "--seeds", config.eval_seeds, "--batch-size", "16", "--out", str(w / "stimuli")),
+             "--seeds", config.eval_seeds, "--batch-size", "16", "--out", str(w / "stimuli"),
+             *(("--per-category", str(config.eval_per_category)) if config.eval_per_category else ())),
             w / "stimuli" / "manifest.csv",
         )
     )  # fmt: skip
@@ -265,24 +275,157 @@ def write_variants_yaml(path: Path, rows: Sequence[PaperVariant], render: dict) 
     atomic_write_text(path, yaml.safe_dump(entries, sort_keys=False))
 
 
-def run_step(step: Step, *, echo=print) -> None:
-    """Run one ``hprune`` command in a subprocess unless its output exists already."""
+def run_step(step: Step, *, echo=print, log: Path | None = None, env: dict | None = None) -> None:
+    """Run one ``hprune`` command in a subprocess unless its output exists already.
+
+    With ``log`` the command's output goes to that file (parallel steps would interleave).
+    """
     if step.output.exists():
         echo(f"[skip] {step.name}: {step.output} exists")
         return
     command = [sys.executable, "-m", "hprune.cli", *step.args]
     echo(f"[run]  hprune {' '.join(step.args)}")
-    subprocess.run(command, check=True)
+    if log is None:
+        subprocess.run(command, check=True, env=env)
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as f:
+        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        raise RuntimeError(f"step {step.name} failed (exit {done.returncode}); see {log}")
 
 
-def run(config: PaperConfig, *, echo=print, only: Sequence[str] | None = None) -> None:
-    """The whole chain (or the steps named in ``only``), then the report."""
+# Steps of one stage never read each other's output; a stage starts when the last one ends.
+STAGES = ("data", "contrib", "prune", "distill", "quantize", "render", "score", "profile")
+
+
+def _stage(step: Step) -> int:
+    return STAGES.index(step.name.removeprefix("demo-").split("-")[0])
+
+
+def run_steps(steps: Sequence[Step], *, jobs: int = 1, logs: Path, echo=print) -> None:
+    """Run ``steps`` stage by stage, up to ``jobs`` steps of a stage at once.
+
+    The chain's models are small, and a small model's step is mostly per-operation
+    overhead that a second torch thread barely shortens; two one-thread processes side by
+    side finish a stage sooner than one two-thread process after another. So with
+    ``jobs > 1`` every step runs with one torch thread and logs to ``logs/<step>.log``.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import groupby
+
+    if jobs <= 1:
+        for step in steps:
+            run_step(step, echo=echo)
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    ordered = sorted(steps, key=_stage)  # stable: plan order within a stage
+    with ThreadPoolExecutor(jobs) as pool:
+        for stage, group in groupby(ordered, key=_stage):
+            if STAGES[stage] == "profile":  # timings: each runs alone, as a user would
+                for step in group:
+                    run_step(step, echo=echo, log=logs / f"{step.name}.log")
+                continue
+            futures = [
+                pool.submit(run_step, step, echo=echo, log=logs / f"{step.name}.log", env=env)
+                for step in group
+            ]
+            for future in futures:
+                future.result()
+
+
+def run(
+    config: PaperConfig, *, echo=print, only: Sequence[str] | None = None, jobs: int = 1
+) -> None:
+    """The whole chain (or the steps whose names start with one of ``only``)."""
     config.work.mkdir(parents=True, exist_ok=True)
     write_variants_yaml(config.work / "variants.yaml", variants(config), config.render)
-    for step in plan(config):
-        if only and not any(step.name.startswith(prefix) for prefix in only):
-            continue
-        run_step(step, echo=echo)
+    steps = [
+        step
+        for step in plan(config)
+        if not only or any(step.name.startswith(prefix) for prefix in only)
+    ]
+    run_steps(steps, jobs=jobs, logs=config.work / "logs", echo=echo)
+
+
+# ---------------------------------------------------------------------------- demo stimuli
+
+DEMO_DIR = DOCS.parent / "demo" / "stimuli"
+
+# The five variants ``make demo`` serves: the original, the paper's two released
+# configurations, and the two baselines (distilled, then NF4 like the released ones) at the
+# aggressive level's budget.
+DEMO_VARIANTS = {
+    "original": None,
+    "hpp-20-pwp-nf4": "quantize-hpp-20-pwp-nf4",
+    "hpp-30-pwp-sgd-nf4": "quantize-hpp-30-pwp-sgd-nf4",
+    "bk-sdm-30-kd-nf4": "quantize-bk-sdm-30-kd-nf4",
+    "koala-30-kd-nf4": "quantize-koala-30-kd-nf4",
+}
+DEMO_PER_CATEGORY = 4
+DEMO_SEEDS = "0-1"
+
+
+def _step_by_name(config: PaperConfig) -> dict[str, Step]:
+    return {step.name: step for step in plan(config)}
+
+
+def _needs(config: PaperConfig, name: str) -> list[str]:
+    """``name`` and every chain step it depends on, dependencies first (from the command lines)."""
+    steps = _step_by_name(config)
+    made_by = {str(step.output): step.name for step in steps.values()}
+    order: list[str] = []
+
+    def visit(current: str) -> None:
+        if current in order:
+            return
+        for arg in steps[current].args:
+            if arg in made_by and made_by[arg] != current:
+                visit(made_by[arg])
+        order.append(current)
+
+    visit(name)
+    return order
+
+
+def demo_plan(config: PaperConfig, out: Path = DEMO_DIR) -> list[Step]:
+    """The chain steps the demo variants need, then their render and score into ``out``."""
+    names: list[str] = []
+    for step in DEMO_VARIANTS.values():
+        for name in _needs(config, step) if step else []:
+            if name not in names:
+                names.append(name)
+    steps = _step_by_name(config)
+    variants_yaml = config.work / "demo-variants.yaml"
+    return [
+        *(steps[name] for name in names),
+        Step(
+            "demo-render",
+            ("render", "--variants", str(variants_yaml), "--prompts", str(config.prompts),
+             "--per-category", str(DEMO_PER_CATEGORY), "--seeds", DEMO_SEEDS,
+             "--batch-size", "16", "--out", str(out)),
+            out / "manifest.csv",
+        ),
+        Step(
+            "demo-score",
+            ("score", "--stimuli", str(out), "--scorer", "mini-geneval,ssim-vs-original",
+             "--out", str(out / "metrics.csv")),
+            out / "metrics.csv",
+        ),
+    ]  # fmt: skip
+
+
+def run_demo(config: PaperConfig, out: Path = DEMO_DIR, *, echo=print, jobs: int = 1) -> None:
+    """Build (or reuse) the demo variants in ``config.work`` and render and score the demo set."""
+    config.work.mkdir(parents=True, exist_ok=True)
+    rows = {v.name: v for v in variants(config)}
+    write_variants_yaml(
+        config.work / "demo-variants.yaml",
+        [rows[name] for name in DEMO_VARIANTS],
+        config.render,
+    )
+    run_steps(demo_plan(config, out), jobs=jobs, logs=config.work / "logs", echo=echo)
 
 
 # ---------------------------------------------------------------------------- the report
@@ -316,6 +459,8 @@ def results_table(config: PaperConfig) -> list[dict]:
             )
         )
         ssim = mine[mine["metric"] == "ssim-vs-original"]["value"].mean()
+        if v.name == "original":  # the reference: scored against itself by definition
+            ssim = 1.0
         rows.append(
             {
                 "name": v.name,
@@ -449,8 +594,9 @@ The paper's chain run on the shipped mini teacher (`generation/mini/assets/teach
 world) by hprune's own commands. Regenerate everything with `hprune mini paper` (outputs in
 `{config.work}`; steps whose output exists are skipped).
 
-Evaluation: the {len(read_prompts(config.prompts))} held-out prompts
-(`generation/mini/assets/evaluation_metadata.jsonl`) at seeds {config.eval_seeds}, rendered
+Evaluation: {len(read_prompts(config.prompts, per_category=config.eval_per_category))} held-out prompts
+(`generation/mini/assets/evaluation_metadata.jsonl`, {config.eval_per_category or "all"} per category
+where there are that many; seeded sample 0) at seeds {config.eval_seeds}, rendered
 with {config.render["steps"]} Euler steps and guidance {config.render["guidance"]}; every
 variant starts each (prompt, seed) from the same noise. mini-GenEval is the mean of the six
 task means (GenEval's summary); SSIM is to the original's image of the same prompt and seed.

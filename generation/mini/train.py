@@ -62,7 +62,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # one thread: reproducible, and fastest on a busy shared machine
     # stage 1: VAE
-    vae_steps: int = 1500
+    vae_steps: int = 700
     vae_batch: int = 32
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
@@ -70,7 +70,7 @@ class TrainConfig:
     num_samples: int = 30_000
     category_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     # stage 3: MMDiT
-    steps: int = 16_000
+    steps: int = 9_000
     batch_size: int = 16
     lr: float = 4e-3
     min_lr_ratio: float = 0.1
@@ -83,7 +83,7 @@ class TrainConfig:
     sigma_std: float = 1.0
     # logging
     log_every: int = 50
-    eval_every: int = 4000
+    eval_every: int = 3000
     eval_seeds: int = 1
 
 

@@ -222,8 +222,15 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
     help="Run only the steps whose name starts with this (repeatable), e.g. contrib, prune.",
 )
 @click.option("--report/--no-report", default=True, help="Write docs/mini-results.md at the end.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Steps of one stage run side by side, one torch thread each (logs in WORK/logs/).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the command chain and stop.")
-def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool) -> None:
+def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool, jobs: int) -> None:
     """HierarchicalPrune in miniature: contrib -> HPP -> PWP -> SGDistill -> NF4 and the baselines.
 
     Runs hprune's own commands on the shipped mini teacher, one subprocess per step (a step
@@ -238,7 +245,44 @@ def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool) -> Non
         for step in chain.plan(config):
             click.echo(f"hprune {' '.join(step.args)}")
         return
-    chain.run(config, echo=click.echo, only=only or None)
+    chain.run(config, echo=click.echo, only=only or None, jobs=jobs)
     if report and not only:
         chain.write_report(config)
         click.echo(f"wrote {chain.DOCS / 'mini-results.md'}")
+
+
+@mini.command("demo-stimuli")
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path),
+    default=Path("runs/mini-paper"),
+    show_default=True,
+    help="Folder of the mini paper chain (its models are reused or built).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Stimuli folder to write (default: the repository's demo/stimuli).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Steps of one stage run side by side, one torch thread each (logs in WORK/logs/).",
+)
+def demo_stimuli(work: Path, out: Path | None, jobs: int) -> None:
+    """Render and score the stimulus set that `make demo` serves.
+
+    The original, HPP+PWP+NF4 (20%), HPP+PWP+SGDistill+NF4 (30%), and BK-SDM and KOALA
+    (+KD, +NF4) at 30%, on 4 held-out prompts per category at seeds 0-1. The models come
+    from the `hprune mini paper` chain in WORK (steps whose output exists are skipped).
+    """
+    from generation.mini import paper as chain
+
+    out = out or chain.DEMO_DIR
+    if (out / "manifest.csv").exists() and (out / "metrics.csv").exists():
+        raise UserError(f"{out} already holds a scored stimulus set (remove it to render again)")
+    chain.run_demo(chain.PaperConfig(work=work), out, echo=click.echo, jobs=jobs)
+    click.echo(f"wrote the demo stimuli to {out}")
