@@ -92,6 +92,10 @@ def test_prolific_link_to_completion_redirect(browser, server, make_study, app, 
             raise
         if k == 1:
             _shot(page, artifacts_dir, "trial")
+            assert not page.is_visible("#img-single")  # a pair trial shows no rating image
+            left = page.locator("#img-left").bounding_box()
+            right = page.locator("#img-right").bounding_box()
+            assert left["width"] == right["width"] > 200  # 24 px stimuli shown at the common size
         _answer(page, k)
         k += 1
         page.wait_for_function(
