@@ -208,27 +208,32 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
     click.echo(benchmark.format_scores({"mini-geneval": evaluation.scores()}))
 
 
-@mini.command("paper")
-@click.option(
+# The two chain commands share where the chain lives and how many of its steps run at once.
+work_option = click.option(
     "--work",
     type=click.Path(path_type=Path),
     default=Path("runs/mini-paper"),
     show_default=True,
-    help="Folder for every intermediate model, stimuli and table.",
+    help="Folder of the mini paper chain: every intermediate model, stimuli and table.",
 )
-@click.option(
-    "--only",
-    multiple=True,
-    help="Run only the steps whose name starts with this (repeatable), e.g. contrib, prune.",
-)
-@click.option("--report/--no-report", default=True, help="Write docs/mini-results.md at the end.")
-@click.option(
+jobs_option = click.option(
     "--jobs",
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
     help="Steps of one stage run side by side, one torch thread each (logs in WORK/logs/).",
 )
+
+
+@mini.command("paper")
+@work_option
+@click.option(
+    "--only",
+    multiple=True,
+    help="Run only the steps whose name starts with this (repeatable), e.g. contrib, prune.",
+)
+@click.option("--report/--no-report", default=True, help="Write docs/mini-results.md at the end.")
+@jobs_option
 @click.option("--dry-run", is_flag=True, help="Print the command chain and stop.")
 def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool, jobs: int) -> None:
     """HierarchicalPrune in miniature: contrib -> HPP -> PWP -> SGDistill -> NF4 and the baselines.
@@ -252,26 +257,14 @@ def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool, jobs: 
 
 
 @mini.command("demo-stimuli")
-@click.option(
-    "--work",
-    type=click.Path(path_type=Path),
-    default=Path("runs/mini-paper"),
-    show_default=True,
-    help="Folder of the mini paper chain (its models are reused or built).",
-)
+@work_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
     help="Stimuli folder to write (default: the repository's demo/stimuli).",
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Steps of one stage run side by side, one torch thread each (logs in WORK/logs/).",
-)
+@jobs_option
 def demo_stimuli(work: Path, out: Path | None, jobs: int) -> None:
     """Render and score the stimulus set that `make demo` serves.
 
