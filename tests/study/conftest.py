@@ -215,6 +215,25 @@ def answer_for(trial: dict, rng: np.random.Generator) -> dict:
     return {"rating": int(rng.integers(1, 6))}
 
 
+def attentive(app, rng=None):
+    """A pick that answers gold trials as an attentive person would (the stored expectation,
+    which a person reads off the images) and every other trial at random."""
+    from sqlalchemy import select
+
+    from study.models import Trial
+
+    rng = rng or np.random.default_rng(0)
+
+    def pick(trial: dict) -> dict:
+        with app.extensions["hprune_db"].read() as db:
+            expected = db.scalar(select(Trial.expected).where(Trial.public_id == trial["id"]))
+        if expected == "<=2":  # a broken image to rate
+            return {"rating": 1}
+        return {"choice": expected} if expected else answer_for(trial, rng)
+
+    return pick
+
+
 def run_through(p: Participant, body: dict, rng=None, pick=None) -> dict:
     """Answer every trial until the end; returns the final body."""
     rng = rng or np.random.default_rng(0)

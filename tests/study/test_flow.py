@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from study.models import Answer, Trial
 from study.models import Participant as ParticipantRow
-from tests.study.conftest import run_through
+from tests.study.conftest import attentive, run_through
 
 
 def test_full_session_from_prolific_link_to_completion_code(participant, app):
@@ -30,14 +30,7 @@ def test_gold_trials_answered_correctly_complete_the_study(participant, app):
     p, study = participant()
     body = p.start(pid="PID-gold")
 
-    def pick(trial):
-        # the broken image is the one whose URL the server marks nowhere: choose by looking
-        # at the stored expectation, as an attentive person would by looking at the images
-        with app.extensions["hprune_db"].read() as db:
-            t = db.scalar(select(Trial).where(Trial.public_id == trial["id"]))
-            return {"choice": t.expected or "left"}
-
-    final = run_through(p, body, pick=pick)
+    final = run_through(p, body, pick=attentive(app))
     assert final["phase"] == "end"
     assert "DONE123" in p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
     with app.extensions["hprune_db"].read() as db:

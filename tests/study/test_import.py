@@ -14,7 +14,7 @@ from hprune.errors import UserError
 from study.importer import import_study
 from study.models import Answer, Stimulus, Study, StudyVersion, Trial
 from study.spec import parse_spec
-from tests.study.conftest import BASE_SPEC, make_stimuli, run_cli, run_through
+from tests.study.conftest import BASE_SPEC, attentive, make_stimuli, run_cli, run_through
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,9 @@ def test_reimport_makes_a_new_version_and_never_touches_answers(app, stimuli_dir
     db, media = app.extensions["hprune_db"], app.config["MEDIA_DIR"]
     p, study = participant()
     body = p.start(pid="PID-versions")
+    pick = attentive(app)  # the study ends at the first failed gold trial
     for _ in range(3):
-        body = p.answer(body["trial"]["id"], choice="right").get_json()
+        body = p.answer(body["trial"]["id"], **pick(body["trial"])).get_json()
 
     def snapshot():
         with db.read() as s:
@@ -98,7 +99,7 @@ def test_reimport_makes_a_new_version_and_never_touches_answers(app, stimuli_dir
     assert (changed.changed, changed.version, changed.public_key) == (True, 2, study.key)
     assert snapshot() == before
     # the started participant keeps version 1 and finishes; a new one gets version 2
-    run_through(p, p.trial())
+    assert run_through(p, p.trial(), pick=pick)["phase"] == "end"
     q, _ = participant(study.key)
     q.start(pid="PID-v2")
     assert "New title" in q.client.get(f"/s/{study.key}/trials").get_data(as_text=True)
