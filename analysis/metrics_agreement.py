@@ -12,7 +12,7 @@
 - The paper's automatic degradation, 1/2 (dGenEval / GenEval_0 + dHPSv2 / HPSv2_0), with
   d = reference - variant: SD3.5-LT 0.71 / 30.29 -> 0.69 / 28.15 gives 4.9%.
 
-metrics.csv files are read with ``generation.scoring.read_metrics`` (the same reader the
+metrics.csv files are read with ``hprune.contracts.metrics.read_metrics`` (the same reader the
 scorers' writer pairs with) and checked here for what only shows when several files meet:
 an (image, metric) given twice, one metric in two versions (``hpsv2`` beside ``hpsv2.1``,
 or one name with two different ``version`` entries in the metrics.json sidecars), and a
@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from analysis.bootstrap import BootstrapPlan, percentile_interval
-from generation.scoring import read_metric_infos, read_metrics
+from hprune.contracts.metrics import read_metric_infos, read_metrics
 from hprune.errors import UserError
 
 _VERSION_SUFFIX = re.compile(r"[-_.]?v?\d+(\.\d+)*$")

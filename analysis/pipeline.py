@@ -46,6 +46,7 @@ from analysis.mos import (
 from analysis.qc import QCOptions, QCResult, apply_exclusions, run_qc
 from analysis.significance import pairwise_tests, significance_matrix
 from analysis.thurstone import thurstone_model
+from hprune.contracts.manifest import read_manifest
 from hprune.errors import UserError
 
 
@@ -521,6 +522,4 @@ def _metrics_part(result, kept, metrics, variants, warnings) -> None:
 
 def read_categories(stimuli_dir: str | Path) -> dict[str, str]:
     """prompt_id -> category from a stimulus folder's manifest.csv."""
-    from generation.manifest import read_manifest
-
     return {row.prompt_id: row.category for row in read_manifest(stimuli_dir) if row.category}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.data import is_database_url
-from generation.manifest import sha256_file
+from hprune.contracts.manifest import MANIFEST_NAME, read_manifest, reference_name, sha256_file
 from hprune.errors import UserError
 
 
@@ -31,7 +31,7 @@ def inputs_table(
         rows += [("responses", str(p), sha256_file(p)) for p in files]
     rows += [("metrics", str(p), sha256_file(p)) for p in metrics_files]
     if stimuli is not None:
-        manifest = Path(stimuli) / "manifest.csv"
+        manifest = Path(stimuli) / MANIFEST_NAME
         rows.append(("stimuli manifest", str(manifest), sha256_file(manifest)))
     return pd.DataFrame(rows, columns=["input", "location", "sha256"])
 
@@ -44,8 +44,6 @@ def check_against_stimuli(
     Raises a UserError when a response names an image the manifest gives to another
     variant (responses and stimuli from different sets).
     """
-    from generation.manifest import read_manifest, reference_name
-
     rows = read_manifest(stimuli)
     image_variant = {row.image_id: row.variant for row in rows}
     for side in ("left", "right"):

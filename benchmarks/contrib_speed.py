@@ -29,9 +29,9 @@ import torch
 
 from generation.contrib import prepare, render, run_contrib
 from generation.loading import load_pipeline
-from generation.prompts import Prompt
 from generation.toy_models import save_toy_pipeline
-from generation.variants import PipelineOptions
+from hprune.contracts.prompts import Prompt
+from hprune.contracts.variants import PipelineOptions
 
 WORDS = ["red", "green", "blue", "yellow"], ["circle", "square", "triangle", "cat"]
 MODES = {"encode per render": False, "encode once": True}  # label -> reuse_inputs

@@ -33,10 +33,10 @@ def main() -> None:
     import torch
 
     from generation.loading import load_pipeline
-    from generation.prompts import Prompt
     from generation.rendering import render_stimuli
     from generation.toy_models import save_toy_pipeline
-    from generation.variants import read_variants
+    from hprune.contracts.prompts import Prompt
+    from hprune.contracts.variants import read_variants
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     words = ["red", "green", "blue", "yellow"], ["circle", "square", "triangle", "cat"]

@@ -29,11 +29,11 @@ import torch
 from generation.adapters import get_adapter
 from generation.contrib import read_contrib, render, run_contrib
 from generation.loading import load_pipeline
-from generation.prompts import Prompt
 from generation.pruning import bk_sdm_plan, hpp_plan, koala_plan, prune_model
 from generation.scorers import get_scorer
 from generation.toy_models import save_toy_pipeline
-from generation.variants import PipelineOptions
+from hprune.contracts.prompts import Prompt
+from hprune.contracts.variants import PipelineOptions
 
 PROMPT = Prompt(prompt_id="p", text="a photo of two red circles", category="", metadata={})
 

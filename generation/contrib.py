@@ -89,7 +89,7 @@ def text_encoders_off_device(pipe) -> None:
 
 
 def _variant(options):
-    from generation.variants import Variant
+    from hprune.contracts.variants import Variant
 
     return Variant(name="contrib", model="", pipeline=options)
 
@@ -194,7 +194,7 @@ def run_contrib(
     from generation.loading import load_pipeline, model_fingerprint
     from generation.model_record import read_record
     from generation.scorers import get_scorer
-    from generation.variants import PipelineOptions
+    from hprune.contracts.variants import PipelineOptions
 
     out = Path(out)
     if out.exists() and not overwrite:

@@ -5,7 +5,7 @@ Two sources:
 - GenEval's ``results.jsonl`` (github.com/djghosh13/geneval, ``evaluation/evaluate_images.py``):
   one line per image with ``filename``, ``tag``, ``correct``, ... The image is found from its
   path, ``.../[<variant>/]<prompt index, 5 digits>/samples/<seed>.png``: the prompt index is
-  GenEval's line number, which :mod:`generation.prompts` turns into ``geneval-NNNNN``.
+  GenEval's line number, which :mod:`hprune.contracts.prompts` turns into ``geneval-NNNNN``.
   Each image gets metric ``geneval`` = 1.0 if correct, else 0.0. :func:`geneval_summary`
   gives GenEval's own summary: the score is the unweighted mean of the task (tag) means.
 - Per-image score tables (CSV or JSONL) from any other tool, keyed by ``image_id`` or by
@@ -26,8 +26,8 @@ from pathlib import Path, PurePath
 
 import pandas as pd
 
-from generation.manifest import ManifestRow
-from generation.scoring import MetricInfo, metric_rows
+from hprune.contracts.manifest import ManifestRow
+from hprune.contracts.metrics import MetricInfo, metric_rows
 from hprune.errors import UserError
 
 GENEVAL_TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")

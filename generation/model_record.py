@@ -29,10 +29,6 @@ RECORD_NAME = "hprune_record.json"
 RECORD_FORMAT = "hprune-model-record"
 RECORD_VERSION = 1
 
-# The bitsandbytes weight schemes a record's ``quantization`` may name: generation.quantization
-# implements them, variants.yaml asks for them. Kept here because this module needs no torch.
-QUANTIZATION_SCHEMES = ("nf4", "fp4", "int8")
-
 
 @dataclasses.dataclass
 class ModelRecord:

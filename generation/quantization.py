@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from generation.devices import resolve_dtype
-from generation.model_record import QUANTIZATION_SCHEMES as SCHEMES
+from hprune.contracts.variants import QUANTIZATION_SCHEMES as SCHEMES
 from hprune.errors import UserError
 
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"

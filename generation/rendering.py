@@ -10,7 +10,7 @@ every batch composition.
 A stimuli folder::
 
     stimuli/
-      manifest.csv     one row per finished image (generation.manifest)
+      manifest.csv     one row per finished image (hprune.contracts.manifest)
       render.json      the variants (definition, hash, model fingerprint), the reference, seeds
       prompts.jsonl    the prompts with their metadata (the scorers read it)
       images/<16 hex>.png   opaque random names, no text or metadata chunks
@@ -48,7 +48,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from generation.manifest import (
+from hprune.contracts.manifest import (
     IMAGE_DIR,
     MANIFEST_NAME,
     PROMPTS_NAME,
@@ -64,8 +64,8 @@ from generation.manifest import (
     unlisted_images,
     write_manifest,
 )
-from generation.prompts import Prompt
-from generation.variants import Variant, local_model_dir, reference_variant
+from hprune.contracts.prompts import Prompt
+from hprune.contracts.variants import Variant, local_model_dir, reference_variant
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_bytes, atomic_write_text
 

@@ -23,11 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from generation.manifest import ManifestRow
+from hprune.contracts.manifest import ManifestRow, check_image, read_stimuli
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_bytes
 from study.db import Database
-from study.manifest import check_image, read_stimuli
 from study.models import Stimulus, Study, StudyVersion, VersionStimulus
 from study.spec import StudySpec
 

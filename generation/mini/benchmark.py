@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.mini.geneval import evaluate_image, resolve_metadata
-from generation.prompts import Prompt
+from hprune.contracts.prompts import Prompt
 
 
 @dataclass
@@ -78,7 +78,7 @@ def evaluate_stimuli(stimuli_dir: str | Path) -> dict[str, Evaluation]:
     """Judge every image of a stimuli folder (``hprune render`` output), grouped by variant."""
     from PIL import Image
 
-    from generation.manifest import read_manifest, read_stimulus_prompts
+    from hprune.contracts.manifest import read_manifest, read_stimulus_prompts
 
     stimuli_dir = Path(stimuli_dir)
     rows = read_manifest(stimuli_dir)

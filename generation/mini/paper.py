@@ -435,9 +435,9 @@ def results_table(config: PaperConfig) -> list[dict]:
     """One dict per variant: sizes and latency (profiles) and scores (metrics.csv) relative to the original."""
     import pandas as pd
 
-    from generation.manifest import read_manifest
     from generation.metric_importers import geneval_summary
-    from generation.scoring import read_metrics
+    from hprune.contracts.manifest import read_manifest
+    from hprune.contracts.metrics import read_metrics
 
     metrics = read_metrics(config.work / "metrics.csv")
     manifest = pd.DataFrame([vars(row) for row in read_manifest(config.work / "stimuli")])
@@ -569,7 +569,7 @@ def write_report(
     config: PaperConfig, out: Path = DOCS / "mini-results.md", *, machine: str = ""
 ) -> None:
     """docs/mini-results.md (results table, commands, comparisons) and the contribution heatmap PNG."""
-    from generation.prompts import read_prompts
+    from hprune.contracts.prompts import read_prompts
     from hprune.fileio import atomic_write_text
 
     rows = results_table(config)

@@ -95,8 +95,8 @@ def adaln_zero_(transformer) -> None:
 
 
 def teacher_variant(model: str | Path = TEACHER_DIR, name: str = "original", **options):
-    """A ``generation.variants.Variant`` that renders ``model`` with ``RENDER_OPTIONS`` (overridable)."""
-    from generation.variants import PipelineOptions, Variant
+    """A ``hprune.contracts.variants.Variant`` that renders ``model`` with ``RENDER_OPTIONS`` (overridable)."""
+    from hprune.contracts.variants import PipelineOptions, Variant
 
     options = {**RENDER_OPTIONS, **options}
     pipeline = PipelineOptions(

@@ -116,7 +116,7 @@ def ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float
 def evaluate_heldout(pipe, *, seeds: int = 1, **options):
     """mini-GenEval (``generation.mini.benchmark.Evaluation``) of ``pipe`` on the held-out prompts."""
     from generation.mini.benchmark import evaluate_pipeline
-    from generation.prompts import read_prompts
+    from hprune.contracts.prompts import read_prompts
 
     prompts = read_prompts(shapes.EVALUATION_PROMPTS)
     return evaluate_pipeline(pipe, teacher_variant(**options), prompts, list(range(seeds)))

@@ -75,8 +75,8 @@ def contrib(
     identity; render the prompts at the seeds; record the score and its drop against the
     unablated model in OUT. An interrupted run continues where it stopped."""
     from generation.contrib import run_contrib
-    from generation.prompts import read_prompts
     from generation.rendering import parse_seeds
+    from hprune.contracts.prompts import read_prompts
     from hprune.errors import UserError
 
     options = {}

@@ -57,9 +57,9 @@ def import_metrics(
     Per-image tables are keyed by image_id, or by prompt_id + seed + variant. GenEval image
     paths are read as .../[VARIANT/]<prompt index>/samples/<seed>.png.
     """
-    from generation.manifest import verify_manifest
     from generation.metric_importers import import_geneval, import_scores
-    from generation.scoring import write_metrics
+    from hprune.contracts.manifest import verify_manifest
+    from hprune.contracts.metrics import write_metrics
 
     mode = metrics_write_mode(overwrite, merge)
     manifest = verify_manifest(stimuli, check_hashes=False)

@@ -188,8 +188,8 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
     from generation.loading import load_pipeline
     from generation.mini.shapes import EVALUATION_PROMPTS
     from generation.mini.teacher import TEACHER_DIR, read_info, teacher_variant
-    from generation.prompts import read_prompts
     from generation.rendering import parse_seeds
+    from hprune.contracts.prompts import read_prompts
 
     model = model or TEACHER_DIR
     prompt_list = read_prompts(prompts or EVALUATION_PROMPTS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from generation.model_record import QUANTIZATION_SCHEMES
+from hprune.contracts.variants import QUANTIZATION_SCHEMES
 from hprune.errors import UserError
 
 
@@ -26,7 +26,7 @@ def stacked(*decorators: Callable) -> Callable:
     return apply
 
 
-# --prompts FILE [--per-category N --sample-seed S]: read with generation.prompts.read_prompts
+# --prompts FILE [--per-category N --sample-seed S]: read with hprune.contracts.prompts.read_prompts
 prompt_options = stacked(
     click.option(
         "--prompts",
@@ -80,7 +80,7 @@ def metrics_out_options(redone: str) -> Callable:
 
 
 def metrics_write_mode(overwrite: bool, merge: bool) -> str:
-    """The ``generation.scoring.write_metrics`` mode of --overwrite / --merge."""
+    """The ``hprune.contracts.metrics.write_metrics`` mode of --overwrite / --merge."""
     if overwrite and merge:
         raise UserError("--overwrite and --merge exclude each other")
     return "overwrite" if overwrite else "merge" if merge else "error"

@@ -50,9 +50,9 @@ def render(
     """
     from accelerate import PartialState
 
-    from generation.prompts import read_prompts
     from generation.rendering import parse_seeds, render_stimuli
-    from generation.variants import read_variants
+    from hprune.contracts.prompts import read_prompts
+    from hprune.contracts.variants import read_variants
 
     seed_list = parse_seeds(seeds)
     variants = read_variants(variants_file)

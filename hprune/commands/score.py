@@ -53,7 +53,8 @@ def score(
     reference variant's image of the same prompt and seed.
     """
     from generation.scorers import available_scorers
-    from generation.scoring import score_stimuli, write_metrics
+    from generation.scoring import score_stimuli
+    from hprune.contracts.metrics import write_metrics
 
     mode = metrics_write_mode(overwrite, merge)
     names = [name.strip() for name in scorers.split(",") if name.strip()]

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from analysis.qc import run_qc
 from analysis.simulate import PairDesign, simulate_metrics, simulate_pairs, simulate_ratings
-from generation.manifest import ManifestRow, write_manifest
-from generation.scoring import MetricInfo, write_metrics
 from hprune.cli import main
+from hprune.contracts.manifest import ManifestRow, write_manifest
+from hprune.contracts.metrics import MetricInfo, write_metrics
 
 VARIANTS = ("orig", "hpp", "bk-sdm", "koala")
 

@@ -16,7 +16,7 @@ from analysis.metrics_agreement import (
     system_agreement,
 )
 from analysis.simulate import simulate_metrics
-from generation.scoring import MetricInfo, write_metrics
+from hprune.contracts.metrics import MetricInfo, write_metrics
 from hprune.errors import UserError
 
 

@@ -14,8 +14,8 @@ import generation.contrib as contrib_module
 from generation.adapters import BLOCK, get_adapter
 from generation.contrib import journal_path, read_contrib, run_contrib
 from generation.loading import load_transformer
-from generation.prompts import Prompt
 from hprune.cli import main
+from hprune.contracts.prompts import Prompt
 from hprune.errors import UserError
 
 PROMPTS = [Prompt(prompt_id="p0", text="a photo of a red circle", category="", metadata={})]
@@ -61,7 +61,7 @@ def test_whole_block_score_equals_deleting_the_block(sd3_contrib, sd35_toy_dir) 
     from generation.contrib import render
     from generation.loading import load_pipeline
     from generation.scorers import get_scorer
-    from generation.variants import PipelineOptions
+    from hprune.contracts.variants import PipelineOptions
 
     _, result = sd3_contrib
     options = PipelineOptions(steps=2, guidance=0.0, height=32, width=32, max_sequence_length=16)
@@ -150,7 +150,7 @@ def test_prompts_are_encoded_once_and_the_scores_stay_identical(
 def test_latent_mse_scores_final_latents_without_decoding(sd35_toy_dir, tmp_path) -> None:
     from generation.contrib import render
     from generation.loading import load_pipeline
-    from generation.variants import PipelineOptions
+    from hprune.contracts.variants import PipelineOptions
 
     decodes = Counter()
 

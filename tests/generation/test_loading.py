@@ -36,7 +36,7 @@ def test_loading_and_rendering_are_quiet(sd3_toy_dir, capfd) -> None:
     import warnings
 
     from generation.contrib import render
-    from generation.variants import PipelineOptions
+    from hprune.contracts.variants import PipelineOptions
 
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:

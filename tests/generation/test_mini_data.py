@@ -18,8 +18,8 @@ from generation.mini.geneval import (
     ground_truth_detections,
     resolve_metadata,
 )
-from generation.prompts import read_prompts
 from hprune.cli import main
+from hprune.contracts.prompts import read_prompts
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,8 @@ def test_mini_data_command_writes_images_captions_and_heldout_prompts(tmp_path) 
 
 
 def test_mini_geneval_scorer_is_registered_and_scores_ground_truth(samples) -> None:
-    from generation.prompts import Prompt
     from generation.scorers import available_scorers, get_scorer
+    from hprune.contracts.prompts import Prompt
     from hprune.errors import UserError
 
     assert "mini-geneval" in available_scorers()

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from generation.mini import shapes, teacher
 from generation.mini.benchmark import evaluate_pipeline
-from generation.prompts import read_prompts
 from hprune.cli import main
+from hprune.contracts.prompts import read_prompts
 
 # mini-GenEval overall of the shipped teacher on the 12 prompts below at TEST_STEPS steps,
 # seed 0, was 0.583 when the teacher was committed (torch 2.13.0 CPU, diffusers 0.42.1);

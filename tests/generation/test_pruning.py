@@ -341,7 +341,7 @@ def test_pruned_pipeline_renders_the_same_image_with_either_loader(toy_model_dir
 @pytest.fixture(scope="module")
 def contrib_file(sd3_toy_dir, tmp_path_factory):
     from generation.contrib import run_contrib
-    from generation.prompts import Prompt
+    from hprune.contracts.prompts import Prompt
 
     out = tmp_path_factory.mktemp("prune-contrib") / "contrib.json"
     prompts = [Prompt(prompt_id="p", text="a blue square", category="", metadata={})]

@@ -19,7 +19,8 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from generation.manifest import (
+from hprune.cli import main as cli
+from hprune.contracts.manifest import (
     COLUMNS,
     read_manifest,
     read_render_info,
@@ -27,9 +28,8 @@ from generation.manifest import (
     reference_name,
     verify_manifest,
 )
-from generation.prompts import read_prompts
-from generation.variants import read_variants
-from hprune.cli import main as cli
+from hprune.contracts.prompts import read_prompts
+from hprune.contracts.variants import read_variants
 from hprune.errors import UserError
 
 SEEDS = [0, 1]

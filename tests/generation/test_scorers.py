@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.prompts import Prompt
 from generation.scorers import Scorer, available_scorers, get_scorer, register_scorer
+from hprune.contracts.prompts import Prompt
 from hprune.errors import UserError
 
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from generation.image_metrics import image_array, psnr, ssim
-from generation.manifest import read_manifest
-from generation.scoring import read_metric_infos, read_metrics
 from hprune.cli import main as cli
+from hprune.contracts.manifest import read_manifest
+from hprune.contracts.metrics import read_metric_infos, read_metrics
 
 SEEDS = [0, 1]
 
@@ -24,9 +24,9 @@ SEEDS = [0, 1]
 @pytest.fixture(scope="module")
 def stimuli(tmp_path_factory, sd3_toy_dir, shared_data) -> Path:
     """original (reference), an identical copy, and a 1-step variant; GenEval's first prompt, two seeds."""
-    from generation.prompts import read_prompts
     from generation.rendering import render_stimuli
-    from generation.variants import read_variants
+    from hprune.contracts.prompts import read_prompts
+    from hprune.contracts.variants import read_variants
 
     folder = tmp_path_factory.mktemp("scoring")
     (folder / "variants.yaml").write_text(

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.manifest import ManifestRow, sha256_file, write_manifest
+from hprune.contracts.manifest import ManifestRow, sha256_file, write_manifest
 
 PG_BASE = os.environ.get("HPRUNE_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 VARIANTS = ["bk-sdm", "hpp-20", "koala", "original"]

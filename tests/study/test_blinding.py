@@ -14,8 +14,7 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from generation.manifest import read_manifest
-from study.manifest import METADATA_CHUNKS, png_chunk_types
+from hprune.contracts.manifest import METADATA_CHUNKS, png_chunk_types, read_manifest
 from study.models import Participant, Stimulus, Study, Trial
 from tests.study.conftest import Participant as Client
 from tests.study.conftest import run_through, serve_in_thread

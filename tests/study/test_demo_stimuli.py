@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from generation.manifest import verify_manifest
 from generation.mini.shapes import EVALUATION_PROMPTS
-from generation.prompts import read_prompts
+from hprune.contracts.manifest import verify_manifest
+from hprune.contracts.prompts import read_prompts
 from study.importer import import_study
 from study.spec import parse_spec
 from tests.study.conftest import Participant, run_through

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from sqlalchemy import select
 
-from generation.manifest import read_manifest, sha256_file, write_manifest
+from hprune.contracts.manifest import read_manifest, sha256_file, write_manifest
 from hprune.errors import UserError
 from study.importer import import_study
 from study.models import Answer, Stimulus, Study, StudyVersion, Trial

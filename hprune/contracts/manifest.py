@@ -10,6 +10,10 @@ folder unlisted.
 Beside the manifest, ``hprune render`` keeps ``render.json`` (the variants' definitions and
 model fingerprints, the reference variant, the seeds) and ``prompts.jsonl`` (the prompts
 with their metadata), which ``hprune score`` reads.
+
+Images are PNG with every text, time and EXIF chunk stripped: they are served byte for byte,
+so anything written into one (a prompt, a model name, a render date) would reach the
+participant. :func:`check_image` enforces that, with the sha256, before an image is served.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.prompts import Prompt
+from hprune.contracts.prompts import Prompt
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_text
 
@@ -48,6 +53,9 @@ COLUMNS = (
     "created_at",
 )
 _INT_COLUMNS = ("seed", "width", "height", "steps")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks that can carry text, dates or other metadata; rendered stimuli must have none.
+METADATA_CHUNKS = {b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"}
 
 
 @dataclass(frozen=True)
@@ -230,3 +238,55 @@ def read_stimulus_prompts(stimuli_dir: str | Path) -> dict[str, Prompt]:
 def prompts_jsonl(prompts: Iterable[Prompt]) -> str:
     """The text of ``prompts.jsonl`` for ``prompts``."""
     return "".join(json.dumps(dataclasses.asdict(p), sort_keys=True) + "\n" for p in prompts)
+
+
+def read_stimuli(manifest: str | Path) -> tuple[Path, list[ManifestRow]]:
+    """The stimuli folder and its rows, given the folder or its ``manifest.csv``."""
+    manifest = Path(manifest)
+    root = manifest if manifest.is_dir() else manifest.parent
+    if not manifest.is_dir() and manifest.name != MANIFEST_NAME:
+        raise UserError(f"{manifest}: expected a stimuli folder or its {MANIFEST_NAME}")
+    if not (root / MANIFEST_NAME).is_file():
+        raise UserError(f"manifest {root / MANIFEST_NAME} does not exist")
+    rows = verify_manifest(root, check_hashes=False)  # hashes are checked on the bytes read
+    if not rows:
+        raise UserError(f"manifest {root / MANIFEST_NAME} has no rows")
+    return root, rows
+
+
+def png_chunk_types(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG file, in order (ValueError if it is not a whole PNG)."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    types, pos = [], len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        types.append(kind)
+        pos += 12 + length
+        if kind == b"IEND":
+            break
+    if not types or types[-1] != b"IEND" or pos > len(data):
+        raise ValueError("truncated PNG file")
+    return types
+
+
+def check_image(root: Path, row: ManifestRow) -> bytes:
+    """The image's bytes, after checking that it may be served as it is."""
+    path = root / row.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"image {row.image_id}: cannot read {path}: {exc.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise UserError(f"image {row.image_id}: sha256 does not match the manifest ({path})")
+    try:
+        chunks = png_chunk_types(data)
+    except ValueError as exc:
+        raise UserError(f"image {row.image_id}: {exc} ({path})") from None
+    found = sorted({c.decode("latin-1") for c in chunks if c in METADATA_CHUNKS})
+    if found:
+        raise UserError(
+            f"image {row.image_id}: carries metadata chunk(s) {', '.join(found)} that would "
+            f"reach participants; strip them (as `hprune render` does) and re-hash ({path})"
+        )
+    return data

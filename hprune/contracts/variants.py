@@ -31,10 +31,12 @@ from typing import Any
 
 import yaml
 
-from generation.model_record import QUANTIZATION_SCHEMES
 from hprune.errors import UserError
 
 DTYPES = ("float32", "float16", "bfloat16")
+# The bitsandbytes weight schemes variants.yaml may ask for (and a model record may name);
+# generation.quantization implements them.
+QUANTIZATION_SCHEMES = ("nf4", "fp4", "int8")
 _VARIANT_KEYS = {"name", "model", "reference", "dtype", "quantization", "pipeline"}
 _PIPELINE_KEYS = {"steps", "guidance", "resolution", "max_sequence_length", "scheduler"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -1,4 +1,4 @@
-"""Prompt sets: one reader for the benchmark formats the studies draw on.
+"""Prompt sets: one reader for the benchmark formats the studies draw on (the prompts contract).
 
 Formats, chosen by the file's extension (or ``fmt=``):
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generation.prompts import Prompt, read_prompts
+from hprune.contracts.prompts import Prompt, read_prompts
 from hprune.errors import UserError
 
 

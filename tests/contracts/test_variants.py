@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from generation.variants import read_variants, reference_variant
+from hprune.contracts.variants import read_variants, reference_variant
 from hprune.errors import UserError
 
 

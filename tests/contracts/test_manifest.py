@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from generation.manifest import (
+from hprune.contracts.manifest import (
     COLUMNS,
     ManifestRow,
     read_manifest,
