@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import norm
 
-from analysis.data import EXPORT_COLUMNS
+from hprune.contracts.responses import CONTRACT_COLUMNS
 
 #: z of 75% preference: a Thurstone score difference of 1 JOD has P = Phi(Z75 * 1) = 0.75.
 Z75 = float(norm.ppf(0.75))
@@ -209,10 +209,10 @@ def _finish(frame: pd.DataFrame) -> pd.DataFrame:
     frame["answered_at"] = start + pd.to_timedelta(elapsed, unit="ms")
     frame["shown_at"] = frame["answered_at"] - pd.to_timedelta(frame["rt_ms"], unit="ms")
     frame["server_ms"] = frame["rt_ms"] + 40
-    for column in EXPORT_COLUMNS:
+    for column in CONTRACT_COLUMNS:
         if column not in frame:
             frame[column] = pd.NA
-    return frame[EXPORT_COLUMNS]
+    return frame[CONTRACT_COLUMNS]
 
 
 def simulate_ratings(

@@ -1,6 +1,7 @@
-"""The tidy responses export (design.md): one row per answered trial, CSV + Parquet + codebook.
+"""The study's responses export, from the database: one row per answered trial, in the
+format :mod:`hprune.contracts.responses` defines.
 
-Flask-free (SQLAlchemy + pandas), so the analysis package can read a study database directly::
+Flask-free (SQLAlchemy + pandas), so a study database can be read without the web app::
 
     from study.export import export_responses
     frame = export_responses("postgresql+psycopg://host/db", study="my-study")
@@ -9,56 +10,21 @@ Flask-free (SQLAlchemy + pandas), so the analysis package can read a study datab
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from hprune.contracts.responses import COLUMNS, EXPORT_FILES, write_responses
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
 from study.db import Database, open_database
-from study.export_format import CONTRACT_COLUMNS, EXTRA_COLUMNS
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
-
-COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
-
-CODEBOOK = {
-    "study": "study name (the spec's `name`)",
-    "participant": "pseudonymous participant id: a hash of the server's random participant id; "
-    "the same person keeps it across the study, and it does not reveal their Prolific id",
-    "trial_index": "position of the trial in the participant's session, from 0 (practice first); "
-    "positions may skip where a trial was not needed",
-    "kind": "pair (2AFC), rating (MOS), attention (gold or repeat check) or practice",
-    "criterion": "what was asked, e.g. quality or alignment (the spec's criterion name)",
-    "prompt_id": "the prompt of the image(s)",
-    "left_image": "manifest image_id shown on the left (the only image of a rating trial); "
-    "a generated broken image of a gold trial is `broken-<source image_id>`",
-    "right_image": "manifest image_id shown on the right; empty for rating trials",
-    "left_variant": "variant of the left image; `attention-broken` for a gold trial's broken image",
-    "right_variant": "variant of the right image; empty for rating trials",
-    "choice": "left, right or tie (pair trials)",
-    "rating": "1-5 (rating trials)",
-    "rt_ms": "client response time: from both images being displayed to the answer, milliseconds",
-    "server_ms": "server time from first serving the trial to receiving the answer, milliseconds",
-    "shown_at": "UTC time the server first served the trial (ISO 8601)",
-    "answered_at": "UTC time the server stored the answer (ISO 8601)",
-    "passed_checks": "participant level: true if the participant passed every gold attention "
-    "trial they answered (so filter `passed_checks` to keep attentive participants); repeated-"
-    "trial consistency is in check_passed and does not affect it",
-    "study_version": "study version the participant was assigned (a new import makes a new one)",
-    "seed": "seed of the image(s)",
-    "check": "attention trials: broken (gold: one image obviously broken) or repeat (an earlier "
-    "trial again with the sides swapped)",
-    "check_passed": "attention trials: gold answered correctly (the intact image, or a rating "
-    "<= 2 for a broken image); repeat answered consistently (same variant, or ratings within 1)",
-    "participant_outcome": "completed, failed_attention, timed_out, declined, or empty while "
-    "the participant has not finished",
-}
 
 
 def pseudonym(public_id: str) -> str:
+    """The pseudonymous participant id of both exports: a hash of the server's random id."""
     return "p-" + hashlib.sha256(public_id.encode()).hexdigest()[:12]
 
 
@@ -81,19 +47,27 @@ def export_responses(source: str | Database, study: str | None = None) -> pd.Dat
             db.dispose()
 
 
-def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame:
+def _require_study(session: Session, study_name: str | None) -> None:
     if (
         study_name is not None
         and session.scalar(select(Study.id).where(Study.name == study_name)) is None
     ):
         raise UserError(f"there is no study named {study_name!r} in the database")
-    left, right = aliased(Stimulus), aliased(Stimulus)
-    failed_gold = (
+
+
+def _failed_gold():
+    """The ids of participants who answered a gold attention trial wrongly."""
+    return (
         select(Answer.participant_id)
         .join(Trial, Trial.id == Answer.trial_id)
         .where(Trial.check == "broken", Answer.passed.is_(False))
         .group_by(Answer.participant_id)
     )
+
+
+def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame:
+    _require_study(session, study_name)
+    left, right = aliased(Stimulus), aliased(Stimulus)
     query = (
         select(
             Study.name,
@@ -112,7 +86,7 @@ def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame
             Answer.server_ms,
             Trial.shown_at,
             Answer.answered_at,
-            Participant.id.not_in(failed_gold),
+            Participant.id.not_in(_failed_gold()),
             StudyVersion.number,
             Trial.seed,
             Trial.check,
@@ -161,25 +135,8 @@ def write_export(
     frame = export_responses(source, study)
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        write_files(frame, tmp)
-    return {
-        name: out_dir / name for name in ("responses.csv", "responses.parquet", "codebook.json")
-    }
-
-
-def write_files(frame: pd.DataFrame, folder: Path) -> None:
-    """The three export files of ``frame`` in ``folder``."""
-    csv_frame = frame.copy()
-    for column in ("shown_at", "answered_at"):
-        csv_frame[column] = csv_frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    csv_frame.to_csv(folder / "responses.csv", index=False)
-    frame.to_parquet(folder / "responses.parquet", index=False)
-    codebook = {
-        "format": "hprune responses export, one row per answered trial",
-        "rows": len(frame),
-        "columns": {c: {"dtype": str(frame[c].dtype), "meaning": CODEBOOK[c]} for c in COLUMNS},
-    }
-    (folder / "codebook.json").write_text(json.dumps(codebook, indent=2) + "\n")
+        write_responses(frame, tmp)
+    return {name: out_dir / name for name in EXPORT_FILES}
 
 
 def study_names(source: str | Database) -> list[str]:
@@ -192,4 +149,8 @@ def study_names(source: str | Database) -> list[str]:
             db.dispose()
 
 
-__all__ = ["CODEBOOK", "COLUMNS", "export_responses", "study_names", "write_export", "write_files"]
+__all__ = [
+    "export_responses",
+    "study_names",
+    "write_export",
+]

@@ -7,6 +7,38 @@ from pathlib import Path
 import click
 
 
+def read_responses(source: str | Path, *, study: str | None = None):
+    """Responses from an export file or folder, a pwcmp data set, or a study database URL.
+
+    The analysis reads files; a database is read through the study package's exporter
+    (which refuses a bad URL, a missing SQLite file or an unreachable server with a
+    one-line error), and its table is checked by the same contract as a file.
+    """
+    from analysis.data import is_database_url
+    from analysis.data import read_responses as read_responses_files
+    from hprune.contracts.responses import validate_responses
+    from hprune.errors import UserError
+
+    if not is_database_url(str(source)):
+        return read_responses_files(source, study=study)
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from study.export import export_responses  # Flask-free part of the study package
+    except ImportError as exc:
+        raise UserError(
+            "reading a study database needs the study package's exporter "
+            f"(study.export.export_responses): {exc}. Export the responses with "
+            "'hprune study export' and pass the file instead."
+        ) from exc
+    try:
+        frame = export_responses(str(source), study=study)
+    except SQLAlchemyError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read the study database: {first}") from exc
+    return validate_responses(frame, study=study)
+
+
 def _csv_list(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -154,7 +186,6 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
             title) -> None:  # fmt: skip
     """Fit Bradley-Terry, Thurstone and MOS models with honest uncertainty, check quality,
     set humans against metrics, and write report/ (HTML, PNG, CSV, Parquet)."""
-    from analysis.data import read_responses
     from analysis.metrics_agreement import load_metrics
     from analysis.pipeline import AnalysisOptions, run_analysis
     from analysis.provenance import check_against_stimuli, inputs_table

@@ -25,9 +25,10 @@ from werkzeug.security import check_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Regexp
 
+from hprune.contracts.responses import write_responses
 from study import admins, dashboard
 from study.app import get_db
-from study.export import frame_from_session, write_files
+from study.export import frame_from_session
 from study.models import Admin, Study, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -134,7 +135,7 @@ def export(study_id: int):
         frame = frame_from_session(db, name)
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(buffer, "w") as archive:
-        write_files(frame, Path(tmp))
+        write_responses(frame, Path(tmp))
         for path in sorted(Path(tmp).iterdir()):
             archive.write(path, f"{name}/{path.name}")
     buffer.seek(0)

@@ -8,7 +8,6 @@ import pytest
 from scipy.stats import t as student_t
 
 from analysis.bootstrap import BootstrapPlan, make_plan
-from analysis.data import validate_responses
 from analysis.mos import (
     bootstrap_means,
     degradation_table,
@@ -18,6 +17,7 @@ from analysis.mos import (
     rating_trials,
 )
 from analysis.simulate import simulate_ratings
+from hprune.contracts.responses import validate_responses
 from hprune.errors import UserError
 
 

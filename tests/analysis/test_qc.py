@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.data import validate_responses
 from analysis.qc import (
     QCOptions,
     apply_exclusions,
@@ -18,6 +17,7 @@ from analysis.qc import (
     run_qc,
 )
 from analysis.simulate import PairDesign, simulate_pairs
+from hprune.contracts.responses import validate_responses
 
 
 def test_krippendorff_alpha_reproduces_the_published_example() -> None:

@@ -9,10 +9,11 @@ import zipfile
 import pandas as pd
 import pytest
 
-from analysis.data import read_responses
+from hprune.commands.analyze import read_responses
+from hprune.contracts.responses import COLUMNS
 from study.admins import set_admin_password
 from study.app import create_app
-from study.export import COLUMNS, export_responses, write_export
+from study.export import export_responses, write_export
 from tests.study.conftest import Participant as Client
 from tests.study.conftest import run_cli, run_through
 

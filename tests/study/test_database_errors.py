@@ -48,7 +48,7 @@ def test_library_readers_refuse_missing_files_unreachable_servers_and_empty_data
     empty.write_bytes(b"")
     with pytest.raises(UserError, match="is not set up: run 'hprune study init'"):
         open_database(f"sqlite:///{empty}")
-    from analysis.data import read_responses
+    from hprune.commands.analyze import read_responses
 
     with pytest.raises(UserError, match="there is no study database"):
         read_responses(f"sqlite:///{missing}")
