@@ -1,5 +1,6 @@
-"""The study's responses export, from the database: one row per answered trial, in the
-format :mod:`hprune.contracts.responses` defines.
+"""The study's exports, from the database: the responses (one row per answered trial) and
+the participants (one row per participant), in the formats :mod:`hprune.contracts.responses`
+and :mod:`hprune.contracts.participants` define.
 
 Flask-free (SQLAlchemy + pandas), so a study database can be read without the web app::
 
@@ -16,11 +17,14 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from hprune.contracts import participants as participants_contract
 from hprune.contracts.responses import COLUMNS, EXPORT_FILES, write_responses
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
 from study.db import Database, open_database
+from study.flow import MOBILE_UA
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
+from study.spec import StudySpec
 
 
 def pseudonym(public_id: str) -> str:
@@ -124,6 +128,104 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def export_participants(source: str | Database, study: str | None = None) -> pd.DataFrame:
+    """Every participant of ``study`` (a name; all studies if None), one row each."""
+    db, owned = _as_database(source)
+    try:
+        with db.read() as session:
+            return participants_from_session(session, study)
+    finally:
+        if owned:
+            db.dispose()
+
+
+def participants_from_session(session: Session, study_name: str | None) -> pd.DataFrame:
+    """The participants export of ``study_name`` (all studies if None), typed and checked."""
+    _require_study(session, study_name)
+    query = (
+        select(
+            Study.name,
+            Participant.id,
+            Participant.public_id,
+            Participant.source,
+            Participant.external_id,
+            Participant.prolific_study_id,
+            Participant.prolific_session_id,
+            StudyVersion.number,
+            StudyVersion.spec_json,
+            Participant.outcome,
+            Participant.created_at,
+            Participant.consented_at,
+            Participant.finished_at,
+            Participant.last_seen_at,
+            Participant.id.not_in(_failed_gold()).label("passed_checks"),
+            Participant.viewport_width,
+            Participant.viewport_height,
+            Participant.user_agent,
+        )
+        .join(Study, Study.id == Participant.study_id)
+        .join(StudyVersion, StudyVersion.id == Participant.version_id)
+        .order_by(Study.name, Participant.id)
+    )
+    answers = (
+        select(Answer.participant_id, Trial.kind, Answer.rt_ms, Answer.passed)
+        .join(Trial, Trial.id == Answer.trial_id)
+        .join(Participant, Participant.id == Answer.participant_id)
+        .join(Study, Study.id == Participant.study_id)
+    )
+    if study_name is not None:
+        query = query.where(Study.name == study_name)
+        answers = answers.where(Study.name == study_name)
+    people = session.execute(query).all()
+    answered = pd.DataFrame(
+        session.execute(answers).all(), columns=["id", "kind", "rt_ms", "passed"]
+    )
+    answered["failed"] = answered["passed"].map(lambda passed: passed is False)
+    attention = answered[answered["kind"] == "attention"].groupby("id")
+    n_answered = answered.groupby("id").size()
+    n_attention, n_failed = attention.size(), attention["failed"].sum()
+    median_rt = answered[answered["kind"] != "practice"].groupby("id")["rt_ms"].median()
+    codes: dict[str, dict[str, str]] = {}
+    rows = []
+    for person in people:
+        if person.spec_json not in codes:
+            codes[person.spec_json] = StudySpec.from_json(person.spec_json).completion_codes
+        rows.append(
+            {
+                "study": person.name,
+                "participant": pseudonym(person.public_id),
+                "source": person.source,
+                "prolific_pid": person.external_id if person.source == "prolific" else None,
+                "prolific_study_id": person.prolific_study_id,
+                "prolific_session_id": person.prolific_session_id,
+                "study_version": person.number,
+                "outcome": person.outcome,
+                "completion_code": codes[person.spec_json].get(person.outcome or ""),
+                "arrived_at": person.created_at,
+                "consented_at": person.consented_at,
+                "finished_at": person.finished_at,
+                "last_seen_at": person.last_seen_at,
+                "trials_answered": n_answered.get(person.id, 0),
+                "attention_answered": n_attention.get(person.id, 0),
+                "attention_failed": n_failed.get(person.id, 0),
+                "passed_checks": person.passed_checks,
+                "median_rt_ms": median_rt.get(person.id),
+                "viewport_width": person.viewport_width,
+                "viewport_height": person.viewport_height,
+                "device_class": device_class(person.user_agent),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=participants_contract.COLUMNS)
+    return participants_contract.validate_participants(frame)
+
+
+def device_class(user_agent: str | None) -> str | None:
+    """mobile (phone or tablet) or desktop, by the user agent the browser sent (None if none)."""
+    if not user_agent:
+        return None
+    return "mobile" if MOBILE_UA.search(user_agent) else "desktop"
+
+
 def write_export(
     source: str | Database,
     out_dir: str | Path,
@@ -131,12 +233,22 @@ def write_export(
     study: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write ``responses.csv``, ``responses.parquet`` and ``codebook.json`` into ``out_dir``."""
-    frame = export_responses(source, study)
+    """Write the responses (``responses.csv``, ``responses.parquet``, ``codebook.json``) and
+    ``participants.csv`` into ``out_dir``, all or nothing."""
+    db, owned = _as_database(source)
+    try:
+        with db.read() as session:
+            frame = frame_from_session(session, study)
+            participants = participants_from_session(session, study)
+    finally:
+        if owned:
+            db.dispose()
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_responses(frame, tmp)
-    return {name: out_dir / name for name in EXPORT_FILES}
+        participants_contract.write_participants(participants, tmp)
+    names = (*EXPORT_FILES, participants_contract.PARTICIPANTS_CSV)
+    return {name: out_dir / name for name in names}
 
 
 def study_names(source: str | Database) -> list[str]:
@@ -150,7 +262,9 @@ def study_names(source: str | Database) -> list[str]:
 
 
 __all__ = [
+    "export_participants",
     "export_responses",
+    "participants_from_session",
     "study_names",
     "write_export",
 ]

@@ -1,0 +1,173 @@
+"""The participants export: one row per participant, beside the responses (design.md).
+
+It is what a researcher approves, rejects and pays from: who each pseudonymous participant
+is on Prolific, how their session ended and which completion code they were given, their
+attention results, their median response time, and the screen they answered on.
+
+Written by the study as ``participants.csv`` (:func:`write_participants`), read back and
+checked by :func:`read_participants`. To add a column: add it to :data:`COLUMNS` (with its
+kind in :data:`INT_COLUMNS`, :data:`FLOAT_COLUMNS`, :data:`BOOL_COLUMNS` or
+:data:`TIME_COLUMNS` if it is not text) and :data:`CODEBOOK`, and have the study fill it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hprune.errors import UserError
+from hprune.fileio import atomic_write_text
+
+PARTICIPANTS_CSV = "participants.csv"
+COLUMNS = [
+    "study",
+    "participant",
+    "source",
+    "prolific_pid",
+    "prolific_study_id",
+    "prolific_session_id",
+    "study_version",
+    "outcome",
+    "completion_code",
+    "arrived_at",
+    "consented_at",
+    "finished_at",
+    "last_seen_at",
+    "trials_answered",
+    "attention_answered",
+    "attention_failed",
+    "passed_checks",
+    "median_rt_ms",
+    "viewport_width",
+    "viewport_height",
+    "device_class",
+]
+INT_COLUMNS = (
+    "study_version",
+    "trials_answered",
+    "attention_answered",
+    "attention_failed",
+    "viewport_width",
+    "viewport_height",
+)
+FLOAT_COLUMNS = ("median_rt_ms",)
+BOOL_COLUMNS = ("passed_checks",)
+TIME_COLUMNS = ("arrived_at", "consented_at", "finished_at", "last_seen_at")
+SOURCES = ("prolific", "lab", "anonymous", "simulated")
+OUTCOMES = ("completed", "failed_attention", "timed_out", "declined")
+DEVICE_CLASSES = ("desktop", "mobile")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+CODEBOOK = {
+    "study": "study name (the spec's `name`)",
+    "participant": "pseudonymous participant id, the same as in the responses export",
+    "source": "how the participant arrived: prolific, lab, anonymous or simulated",
+    "prolific_pid": "Prolific PROLIFIC_PID (prolific participants only)",
+    "prolific_study_id": "Prolific STUDY_ID, where the entry link gave one",
+    "prolific_session_id": "Prolific SESSION_ID, where the entry link gave one",
+    "study_version": "study version the participant was assigned",
+    "outcome": "completed, failed_attention, timed_out, declined, or empty while the "
+    "participant has not finished",
+    "completion_code": "the completion code shown for the outcome (the spec's "
+    "completion_codes), empty if none",
+    "arrived_at": "UTC time the participant first arrived (ISO 8601)",
+    "consented_at": "UTC time the participant gave consent (ISO 8601), empty if they did not",
+    "finished_at": "UTC time the session ended (ISO 8601), empty while it has not",
+    "last_seen_at": "UTC time of the participant's last arrival (ISO 8601)",
+    "trials_answered": "answered trials of every kind, practice included",
+    "attention_answered": "answered attention trials (gold and repeat)",
+    "attention_failed": "attention trials answered wrongly (gold) or inconsistently (repeat)",
+    "passed_checks": "true if the participant passed every gold attention trial they "
+    "answered (the responses export's passed_checks)",
+    "median_rt_ms": "median client response time over answered trials other than practice, "
+    "milliseconds; empty if there are none",
+    "viewport_width": "browser window width at the screen check, CSS pixels",
+    "viewport_height": "browser window height at the screen check, CSS pixels",
+    "device_class": "mobile (phone or tablet) or desktop, from the browser's user agent; "
+    "empty if it sent none",
+}
+
+
+def typed_participants(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the contract's columns in order and typed (text as ``string``)."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"the participants lack column(s) {', '.join(missing)}")
+    frame = frame[COLUMNS].copy()
+    for column in COLUMNS:
+        if column in INT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+        elif column in FLOAT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column]).astype("Float64")
+        elif column in BOOL_COLUMNS:
+            frame[column] = frame[column].astype("boolean")
+        elif column in TIME_COLUMNS:
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        else:
+            frame[column] = frame[column].astype("string").replace("", pd.NA)
+    return frame
+
+
+def validate_participants(frame: pd.DataFrame, *, where: str = "participants") -> pd.DataFrame:
+    """Typed and checked: every participant once, known sources, outcomes and device classes."""
+    try:
+        frame = typed_participants(frame)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{where}: {str(exc).splitlines()[0]}") from None
+    if frame["participant"].isna().any():
+        raise UserError(f"{where}: a row has no participant")
+    twice = frame["participant"][frame["participant"].duplicated()]
+    if not twice.empty:
+        raise UserError(f"{where}: participant {twice.iloc[0]} is listed twice")
+    for column, allowed in (
+        ("source", SOURCES),
+        ("outcome", OUTCOMES),
+        ("device_class", DEVICE_CLASSES),
+    ):
+        unknown = sorted(set(frame[column].dropna()) - set(allowed))
+        if unknown:
+            raise UserError(
+                f"{where}: unknown {column} {', '.join(unknown)} (expected {', '.join(allowed)})"
+            )
+    return frame
+
+
+def write_participants(frame: pd.DataFrame, folder: Path) -> Path:
+    """``participants.csv`` of ``frame`` in ``folder`` (checked first); its path."""
+    frame = validate_participants(frame)
+    out = frame.copy()
+    for column in TIME_COLUMNS:
+        out[column] = out[column].dt.strftime(_TIME_FORMAT)
+    path = Path(folder) / PARTICIPANTS_CSV
+    atomic_write_text(path, out.to_csv(index=False, lineterminator="\n"))
+    return path
+
+
+def read_participants(source: str | Path) -> pd.DataFrame:
+    """The participants of a ``participants.csv`` or an export folder holding one, checked."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / PARTICIPANTS_CSV
+    if not path.is_file():
+        raise UserError(f"{path} does not exist")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    for column in (*INT_COLUMNS, *FLOAT_COLUMNS, *BOOL_COLUMNS, *TIME_COLUMNS):
+        if column in frame.columns:
+            frame[column] = frame[column].replace("", None)
+    for column in BOOL_COLUMNS:
+        if column in frame.columns:
+            text = frame[column].str.strip().str.lower()
+            frame[column] = text.map(_BOOLS)
+            bad = text.notna() & frame[column].isna()
+            if bad.any():
+                raise UserError(
+                    f"{path}: {column} must be true or false, got {text[bad].iloc[0]!r}"
+                )
+    return validate_participants(frame, where=str(path))
+
+
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}

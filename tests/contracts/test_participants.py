@@ -1,0 +1,119 @@
+"""participants.csv: written and read back with its types, and a malformed file refused."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from hprune.contracts.participants import (
+    CODEBOOK,
+    COLUMNS,
+    PARTICIPANTS_CSV,
+    read_participants,
+    validate_participants,
+    write_participants,
+)
+from hprune.errors import UserError
+
+
+def person(**overrides) -> dict:
+    row = {
+        "study": "s",
+        "participant": "p-000000000001",
+        "source": "prolific",
+        "prolific_pid": "PID1",
+        "prolific_study_id": "STUDY1",
+        "prolific_session_id": "SESSION1",
+        "study_version": 1,
+        "outcome": "completed",
+        "completion_code": "DONE123",
+        "arrived_at": dt.datetime(2025, 1, 2, 3, 4, 5, 678000),
+        "consented_at": dt.datetime(2025, 1, 2, 3, 5),
+        "finished_at": dt.datetime(2025, 1, 2, 3, 20),
+        "last_seen_at": dt.datetime(2025, 1, 2, 3, 4, 5, 678000),
+        "trials_answered": 9,
+        "attention_answered": 2,
+        "attention_failed": 0,
+        "passed_checks": True,
+        "median_rt_ms": 812.5,
+        "viewport_width": 1280,
+        "viewport_height": 900,
+        "device_class": "desktop",
+    }
+    return {**row, **overrides}
+
+
+def idle() -> dict:
+    """Arrived, never consented: most columns are empty."""
+    empty = dict.fromkeys(["outcome", "completion_code", "consented_at", "finished_at"])
+    empty |= dict.fromkeys(["median_rt_ms", "viewport_width", "viewport_height"])
+    return person(participant="p-000000000002", source="anonymous", prolific_pid=None,
+                  prolific_study_id=None, prolific_session_id=None, trials_answered=0,
+                  attention_answered=0, device_class=None, **empty)  # fmt: skip
+
+
+def test_every_column_has_a_meaning() -> None:
+    assert list(CODEBOOK) == COLUMNS
+
+
+def test_round_trip_keeps_values_types_and_empties(tmp_path) -> None:
+    written = pd.DataFrame([person(), idle()])
+    path = write_participants(written, tmp_path)
+    assert path == tmp_path / PARTICIPANTS_CSV
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert "2025-01-02T03:04:05.678000Z" in lines[1] and ",DONE123," in lines[1]
+    frame = read_participants(tmp_path)
+    assert list(frame.columns) == COLUMNS
+    first, second = frame.iloc[0], frame.iloc[1]
+    assert first["prolific_pid"] == "PID1" and bool(first["passed_checks"]) is True
+    assert first["arrived_at"] == pd.Timestamp("2025-01-02T03:04:05.678", tz="UTC")
+    assert first["median_rt_ms"] == 812.5 and first["trials_answered"] == 9
+    assert str(frame["trials_answered"].dtype) == "Int64"
+    for column in ("outcome", "completion_code", "prolific_pid", "device_class"):
+        assert pd.isna(second[column]), column
+    assert pd.isna(second["consented_at"]) and pd.isna(second["viewport_width"])
+    assert str(frame["passed_checks"].dtype) == "boolean"
+    assert frame.equals(read_participants(path))
+    assert frame.equals(validate_participants(written))
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([person(), person()], "listed twice"),
+        ([person(source="mturk")], "unknown source mturk"),
+        ([person(outcome="vanished")], "unknown outcome vanished"),
+        ([person(device_class="toaster")], "unknown device_class toaster"),
+        ([person(participant=None)], "has no participant"),
+    ],
+)
+def test_writing_refuses_rows_the_contract_does_not_allow(tmp_path, rows, message) -> None:
+    with pytest.raises(UserError, match=message):
+        write_participants(pd.DataFrame(rows), tmp_path)
+    assert not (tmp_path / PARTICIPANTS_CSV).exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda text: text.replace("trials_answered,", "trials,", 1),
+            "lack column.*trials_answered",
+        ),
+        (lambda text: text.replace(",True,", ",perhaps,"), "passed_checks must be true or false"),
+        (lambda text: text.replace(",1280,", ",wide,"), "participants.csv"),
+    ],
+)
+def test_reading_a_malformed_file_is_a_one_line_error(tmp_path, edit, message) -> None:
+    path = write_participants(pd.DataFrame([person()]), tmp_path)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(UserError, match=message):
+        read_participants(path)
+
+
+def test_reading_a_missing_file_says_so(tmp_path) -> None:
+    with pytest.raises(UserError, match=r"participants\.csv does not exist"):
+        read_participants(tmp_path)
