@@ -11,7 +11,9 @@ Flask-free (SQLAlchemy + pandas), so a study database can be read without the we
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 from sqlalchemy import select
@@ -26,29 +28,31 @@ from study.flow import MOBILE_UA
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
 from study.spec import StudySpec
 
+T = TypeVar("T")
+
 
 def pseudonym(public_id: str) -> str:
     """The pseudonymous participant id of both exports: a hash of the server's random id."""
     return "p-" + hashlib.sha256(public_id.encode()).hexdigest()[:12]
 
 
-def _as_database(source: str | Database) -> tuple[Database, bool]:
-    """(database, whether we opened it); a URL must name an existing, reachable study database
-    (a one-line UserError otherwise, and no empty SQLite file is left behind)."""
-    if isinstance(source, Database):
-        return source, False
-    return open_database(source), True
+def _read(source: str | Database, read: Callable[[Session], T]) -> T:
+    """``read(session)`` in one read transaction of ``source``: a Database, or a URL that must
+    name an existing, reachable study database (a one-line UserError otherwise, and no empty
+    SQLite file is left behind), opened for this call only."""
+    owned = not isinstance(source, Database)
+    db = open_database(source) if owned else source
+    try:
+        with db.read() as session:
+            return read(session)
+    finally:
+        if owned:
+            db.dispose()
 
 
 def export_responses(source: str | Database, study: str | None = None) -> pd.DataFrame:
     """Every answered trial of ``study`` (a name; all studies if None) as the tidy table."""
-    db, owned = _as_database(source)
-    try:
-        with db.read() as session:
-            return frame_from_session(session, study)
-    finally:
-        if owned:
-            db.dispose()
+    return _read(source, lambda session: frame_from_session(session, study))
 
 
 def _require_study(session: Session, study_name: str | None) -> None:
@@ -130,13 +134,7 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def export_participants(source: str | Database, study: str | None = None) -> pd.DataFrame:
     """Every participant of ``study`` (a name; all studies if None), one row each."""
-    db, owned = _as_database(source)
-    try:
-        with db.read() as session:
-            return participants_from_session(session, study)
-    finally:
-        if owned:
-            db.dispose()
+    return _read(source, lambda session: participants_from_session(session, study))
 
 
 def participants_from_session(session: Session, study_name: str | None) -> pd.DataFrame:
@@ -235,14 +233,13 @@ def write_export(
 ) -> dict[str, Path]:
     """Write the responses (``responses.csv``, ``responses.parquet``, ``codebook.json``) and
     ``participants.csv`` into ``out_dir``, all or nothing."""
-    db, owned = _as_database(source)
-    try:
-        with db.read() as session:
-            frame = frame_from_session(session, study)
-            participants = participants_from_session(session, study)
-    finally:
-        if owned:
-            db.dispose()
+    frame, participants = _read(
+        source,
+        lambda session: (
+            frame_from_session(session, study),
+            participants_from_session(session, study),
+        ),
+    )
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_responses(frame, tmp)
@@ -252,13 +249,9 @@ def write_export(
 
 
 def study_names(source: str | Database) -> list[str]:
-    db, owned = _as_database(source)
-    try:
-        with db.read() as session:
-            return list(session.scalars(select(Study.name).order_by(Study.name)))
-    finally:
-        if owned:
-            db.dispose()
+    return _read(
+        source, lambda session: list(session.scalars(select(Study.name).order_by(Study.name)))
+    )
 
 
 __all__ = [
