@@ -1,4 +1,5 @@
-"""The layout is the architecture: study never imports torch, analysis never torch or Flask."""
+"""The layout is the architecture: study never imports torch, analysis never torch or Flask,
+and the file contracts (hprune.contracts) nothing heavy and none of the three packages."""
 
 from __future__ import annotations
 
@@ -14,11 +15,23 @@ FORBIDDEN = {
     "study": ["torch", "diffusers", "transformers", "bitsandbytes"],
     "analysis": ["torch", "diffusers", "transformers", "bitsandbytes", "flask"],
     "generation": ["flask"],
+    "hprune.contracts": [
+        "torch",
+        "diffusers",
+        "transformers",
+        "bitsandbytes",
+        "flask",
+        "sqlalchemy",
+        "generation",
+        "study",
+        "analysis",
+        "hprune.commands",
+    ],
 }
 
 
 def _modules(package: str) -> list[str]:
-    root = REPO_ROOT / package
+    root = REPO_ROOT.joinpath(*package.split("."))
     found = pkgutil.walk_packages([str(root)], prefix=f"{package}.")
     return [package] + [info.name for info in found]
 
