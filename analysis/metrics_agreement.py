@@ -30,7 +30,7 @@ import pandas as pd
 from scipy.stats import kendalltau, spearmanr
 
 from analysis.bootstrap import BootstrapPlan, percentile_interval
-from hprune.contracts.metrics import read_metric_infos, read_metrics
+from hprune.contracts.metrics import METRIC_COLUMNS, read_metric_infos, read_metrics
 from hprune.errors import UserError
 
 _VERSION_SUFFIX = re.compile(r"[-_.]?v?\d+(\.\d+)*$")
@@ -55,9 +55,7 @@ def load_metrics(paths: Sequence[str | Path]) -> pd.DataFrame:
                     f"({versions[name][1]}) and {info.version!r} ({path})"
                 )
     if not tables:
-        return pd.DataFrame(
-            columns=["image_id", "variant", "prompt_id", "metric", "value", "higher_is_better"]
-        )
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
     metrics = pd.concat(tables, ignore_index=True)
     check_metrics(metrics)
     return metrics
