@@ -98,17 +98,35 @@ def bradley_terry_model(
     position: bool = False,
     prior: float = 0.0,
     reference: str | None = None,
+    bias_reduction: bool = False,
 ) -> PairedModel:
-    """The Bradley-Terry model of these rows, checked for an existing, finite MLE."""
+    """The Bradley-Terry model of these rows, checked for an existing, finite MLE.
+
+    ``bias_reduction``: Firth's penalised likelihood (R's BradleyTerry2 ``br = TRUE``), for
+    two-outcome data (ties split half and half or dropped); its estimates are finite even
+    where a variant won every comparison, so only a connected design is required.
+    """
     ties = resolve_ties(comparisons, ties)
-    check_estimable(comparisons, prior=prior, ties_link=ties != "drop")
+    if bias_reduction and ties == "davidson":
+        raise UserError(
+            "bias reduction (Firth) is defined here for two-outcome Bradley-Terry: with ties in "
+            "the data pass --ties half or --ties drop"
+        )
+    check_estimable(comparisons, prior=1.0 if bias_reduction else prior, ties_link=ties != "drop")
     if reference is not None and reference not in comparisons.items:
         raise UserError(
             f"reference variant {reference!r} does not occur in the pair trials "
             f"(variants: {', '.join(comparisons.items)})"
         )
     link = DavidsonLink() if ties == "davidson" else LogitLink(ties)  # type: ignore[arg-type]
-    return PairedModel(comparisons, link, position=position, prior=prior, reference=reference)
+    return PairedModel(
+        comparisons,
+        link,
+        position=position,
+        prior=prior,
+        reference=reference,
+        bias_reduction=bias_reduction,
+    )
 
 
 def fit_bradley_terry(
@@ -118,6 +136,7 @@ def fit_bradley_terry(
     position: bool = False,
     prior: float = 0.0,
     reference: str | None = None,
+    bias_reduction: bool = False,
 ) -> PairedFit:
     """Maximum-likelihood (or, with ``prior`` > 0, L2-penalised) Bradley-Terry scores.
 
@@ -127,7 +146,12 @@ def fit_bradley_terry(
     UserError for designs where the scores do not exist (see ``check_estimable``).
     """
     model = bradley_terry_model(
-        comparisons, ties=ties, position=position, prior=prior, reference=reference
+        comparisons,
+        ties=ties,
+        position=position,
+        prior=prior,
+        reference=reference,
+        bias_reduction=bias_reduction,
     )
     return model.fit()
 

@@ -36,8 +36,15 @@ class MixedLogitResult:
     n_ties_dropped: int
 
 
-def mixed_logit(pairs: pd.DataFrame, reference: str, *, level: float = 0.95) -> MixedLogitResult:
-    """Fit the mixed logit to answered pair trials (responses-export rows)."""
+def mixed_logit(
+    pairs: pd.DataFrame, reference: str, *, level: float = 0.95, position: bool = True
+) -> MixedLogitResult:
+    """Fit the mixed logit to answered pair trials (responses-export rows).
+
+    ``position=False`` leaves out the "left" term (when the design cannot identify it, or
+    the data record no sides). statsmodels' refusals (e.g. every decided answer the same
+    side, so the outcome never varies) become a UserError.
+    """
     variants = sorted(
         set(pairs["left_variant"].astype(str)) | set(pairs["right_variant"].astype(str))
     )
@@ -68,16 +75,26 @@ def mixed_logit(pairs: pd.DataFrame, reference: str, *, level: float = 0.95) -> 
         vc["prompt"] = "0 + C(prompt)"
     if not vc:
         raise UserError("the mixed logit needs more than one participant or prompt")
-    terms = " + ".join(["left"] + [f"x{k}" for k in range(len(others))])
-    model = BinomialBayesMixedGLM.from_formula(f"win ~ 0 + {terms}", vc, data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = model.fit_vb(fit_method="L-BFGS-B")
+    if data["win"].nunique() < 2:
+        raise UserError(
+            "every decided answer chose the same side, so the outcome never varies; the mixed "
+            "logit has nothing to model"
+        )
+    lead = ["left"] if position else []
+    terms = " + ".join(lead + [f"x{k}" for k in range(len(others))])
+    try:
+        model = BinomialBayesMixedGLM.from_formula(f"win ~ 0 + {terms}", vc, data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = model.fit_vb(fit_method="L-BFGS-B")
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"statsmodels could not fit the mixed logit ({first})") from exc
     z = float(norm.ppf(0.5 + level / 2))
     fixed = pd.DataFrame(
         {
-            "term": ["left"] + ["score"] * len(others),
-            "variant": ["", *others],
+            "term": lead + ["score"] * len(others),
+            "variant": [""] * len(lead) + others,
             "estimate": result.fe_mean,
             "sd": result.fe_sd,
         }
