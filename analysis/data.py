@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hprune.contracts.responses import read_responses_table, validate_responses
+from hprune.contracts.responses import read_responses_table, read_table, validate_responses
 from hprune.errors import UserError
 
 
@@ -34,9 +34,29 @@ def read_responses(source: str | Path, *, study: str | None = None) -> pd.DataFr
             "responses with 'hprune study export' and pass the folder"
         )
     frame = read_responses_table(source)
+    sides = True
     if is_pwcmp(frame):
-        frame = from_pwcmp(frame)
-    return validate_responses(frame, study=study)
+        frame, sides = from_pwcmp(frame), False
+    frame = with_participant_ids(frame, Path(source))
+    frame = validate_responses(frame, study=study)
+    frame.attrs["sides"] = sides  # False: left/right mean nothing (pwcmp's A/B)
+    return frame
+
+
+def with_participant_ids(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Add ``prolific_pid`` from the participants export beside the responses, where there is
+    one that has it (the report lists exclusions by it, for approving and rejecting)."""
+    folder = source if source.is_dir() else source.parent
+    if "prolific_pid" in frame:
+        return frame
+    for name in ("participants.parquet", "participants.csv"):
+        if (folder / name).is_file():
+            people = read_table(folder / name)
+            if not {"participant", "prolific_pid"} <= set(people.columns):
+                return frame
+            ids = people.drop_duplicates("participant").set_index("participant")["prolific_pid"]
+            return frame.assign(prolific_pid=frame["participant"].map(ids))
+    return frame
 
 
 # ----------------------------------------------------------------- published data

@@ -18,7 +18,7 @@ Everything random comes from one seed, so the tables are the same on every run.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,22 @@ from analysis.bootstrap import (
     make_plan,
     trial_cells,
 )
-from analysis.bradley_terry import bradley_terry_model, tie_probability_at_equal_scores
-from analysis.comparisons import LEFT, RIGHT, TIE, from_pairs
+from analysis.bradley_terry import (
+    bradley_terry_model,
+    resolve_ties,
+    tie_probability_at_equal_scores,
+)
+from analysis.comparisons import LEFT, TIE, check_estimable, from_pairs
+from analysis.design import resolve_position
 from analysis.estimation import PairedFit
+from analysis.intervals import (
+    MIN_COMPARISONS,
+    MIN_EACH_OUTCOME,
+    comparison_counts,
+    reliability,
+    reported_interval,
+    sum_zero_inflation,
+)
 from analysis.metrics_agreement import degradation_by_metric, item_agreement, system_agreement
 from analysis.mixed_logit import MixedLogitResult, mixed_logit
 from analysis.mos import (
@@ -43,11 +56,15 @@ from analysis.mos import (
     mos_table,
     rating_trials,
 )
+from analysis.pwcmp import GaussianPriorJODModel
 from analysis.qc import QCOptions, QCResult, apply_exclusions, run_qc
 from analysis.significance import pairwise_tests, significance_matrix
 from analysis.thurstone import thurstone_model
 from hprune.contracts.manifest import read_manifest
 from hprune.errors import UserError
+
+#: --scenes value -> the responses column that names a scene.
+SCENE_COLUMNS = {"prompt": "prompt_id", "category": "category"}
 
 
 @dataclass(frozen=True)
@@ -56,8 +73,11 @@ class AnalysisOptions:
 
     reference: str | None = None  # scores relative to it; MOS/metric degradation need it
     ties: str = "auto"  # auto (Davidson when there are ties), davidson, half, drop
-    position: bool = True  # the left/right covariate
+    position: bool | None = None  # the left/right covariate (None: when the design allows)
     prior: float = 0.0  # explicit L2 prior on BT scores (0: maximum likelihood)
+    bias_reduction: bool = False  # Firth's bias-reduced BT (R BradleyTerry2 br = TRUE)
+    jod_prior: str = "none"  # Thurstone JOD: none (maximum likelihood) or gaussian (pwcmp)
+    scenes: str | None = None  # per-scene JOD and outlier analysis: prompt or category
     rounds: int = 1000  # cluster-bootstrap rounds (0: Hessian intervals only)
     bootstrap_prompts: bool = False  # two-way bootstrap (participants x prompts)
     seed: int = 0
@@ -83,8 +103,14 @@ class CriterionResult:
     win_rate: pd.DataFrame
     counts: pd.DataFrame
     parameters: pd.DataFrame
+    position: bool = False  # whether the fits include the position effect
+    position_note: str = ""  # why not, when it was left out
+    ties: str = "drop"  # the tie handling used (auto resolved)
+    prior_effect: pd.DataFrame | None = None  # scores with and without --prior
+    prior_note: str = ""
     mixed: MixedLogitResult | None = None
     categories: pd.DataFrame | None = None
+    scenes: pd.DataFrame | None = None
 
 
 @dataclass
@@ -113,6 +139,7 @@ class AnalysisResult:
     metrics: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
     provenance: pd.DataFrame | None = None
+    sides: bool = True  # whether the data record screen sides
 
 
 def safe_name(text: str) -> str:
@@ -184,28 +211,32 @@ def _score_table(
     level: float,
     robust_se: np.ndarray | None = None,
 ) -> pd.DataFrame:
+    """Every number of every variant, best first: the full table (the report's download)."""
     k = bt.n_items
     table = bt.to_frame(level).rename(
         columns={"score": "bt_score", "se": "bt_se", "ci_low": "wald_low", "ci_high": "wald_high"}
     )
     # Cluster-robust (sandwich) SE by participant: honest without the bootstrap too.
     table.insert(3, "robust_se", np.nan if robust_se is None else robust_se[:k])
-    c = comparisons.counts
-    n = np.bincount(comparisons.left, c.sum(1), k) + np.bincount(comparisons.right, c.sum(1), k)
-    wins = np.bincount(comparisons.left, c[:, LEFT] + 0.5 * c[:, TIE], k) + np.bincount(
-        comparisons.right, c[:, RIGHT] + 0.5 * c[:, TIE], k
-    )
-    table["n_comparisons"] = n.astype(int)
-    table["win_rate"] = wins / np.maximum(n, 1)
+    counts = comparison_counts(comparisons)
+    table["n_comparisons"] = counts["n"].round(1).to_numpy()
+    table["win_rate"] = (counts["wins"] / np.maximum(counts["n"], 1)).to_numpy()
+    boot = (None, None)
     if draws is not None:
         scores = draws.columns(k)
-        table["boot_low"], table["boot_high"] = scores.percentile(level)
+        boot = scores.percentile(level)
+        table["boot_low"], table["boot_high"] = boot
         table["simul_low"], table["simul_high"] = scores.simultaneous(level)
         table["rank_low"], table["rank_high"], table["p_best"] = scores.ranks(level)
     else:  # no bootstrap plan (e.g. one participant): same columns, honestly empty
         for column in ("boot_low", "boot_high", "simul_low", "simul_high"):
             table[column] = np.nan
         table["rank_low"], table["rank_high"], table["p_best"] = np.nan, np.nan, np.nan
+    low, high, basis = reported_interval(
+        table["wald_low"].to_numpy(), table["wald_high"].to_numpy(), *boot
+    )
+    table["ci_low"], table["ci_high"], table["interval"] = low, high, basis
+    table["unreliable"] = reliability(counts).to_numpy()
     order = np.argsort(-bt.scores, kind="stable")
     ranks = np.empty(k, int)
     ranks[order] = np.arange(1, k + 1)
@@ -216,7 +247,50 @@ def _score_table(
         table["jod_low"], table["jod_high"] = jod_draws.columns(k).percentile(level)
     else:
         table["jod_low"], table["jod_high"] = (a[:k] for a in jod.wald_interval(level))
+    table["identification"] = bt.identification
     return table.sort_values("rank").reset_index(drop=True)
+
+
+def _jod_model(comparisons, options: AnalysisOptions, *, position: bool, reference):
+    """Thurstone JOD: maximum likelihood, or with pwcmp's Gaussian prior (no position)."""
+    if options.jod_prior == "gaussian":
+        check_estimable(comparisons, prior=1.0, ties_link=True)
+        return GaussianPriorJODModel(comparisons, reference=reference)
+    jod_ties = "drop" if options.ties == "drop" else "half"
+    return thurstone_model(
+        comparisons,
+        ties=jod_ties,
+        position=position,
+        reference=reference,  # type: ignore[arg-type]
+    )
+
+
+def _prior_effect(comparisons, bt: PairedFit, options: AnalysisOptions, *, position, reference,
+                  ties) -> tuple[pd.DataFrame | None, str]:  # fmt: skip
+    """The same fit without the prior, and one line on how much the prior moved the scores."""
+    try:
+        ml = bradley_terry_model(
+            comparisons, ties=ties, position=position, reference=reference,
+            bias_reduction=options.bias_reduction,
+        ).fit()  # fmt: skip
+    except UserError as exc:
+        return None, (
+            f"an L2 prior (precision {options.prior:g}) keeps the scores finite, but without it "
+            f"they do not exist ({exc.message.split(':')[0]}): the prior alone sets how far apart "
+            "the variants that won or lost everything are; read their scores as a lower bound "
+            "on the gap, not an estimate"
+        )
+    shift = bt.scores - ml.scores
+    worst = int(np.argmax(np.abs(shift)))
+    table = pd.DataFrame(
+        {"variant": list(bt.items), "with_prior": bt.scores, "without_prior": ml.scores,
+         "shift": shift, "se_with_prior": bt.se[: bt.n_items], "se_without_prior": ml.se[: ml.n_items]}
+    )  # fmt: skip
+    return table, (
+        f"an L2 prior (precision {options.prior:g}) drives the scores: they move by up to "
+        f"{abs(shift[worst]):.2f} logits against maximum likelihood ({bt.items[worst]}: "
+        f"{ml.scores[worst]:+.2f} without the prior, {bt.scores[worst]:+.2f} with it)"
+    )
 
 
 def analyse_pairs(
@@ -229,28 +303,35 @@ def analyse_pairs(
     *,
     label: str,
     mixed: bool,
+    sides: bool = True,
 ) -> CriterionResult:
     """Every pairwise statistic of one criterion."""
+    tag = f"[{label}/{criterion}]"
     comparisons, row, outcome = from_pairs(pairs)
     reference = options.reference if options.reference in comparisons.items else None
     if options.reference is not None and reference is None:
         warnings.append(
-            f"[{label}/{criterion}] reference {options.reference!r} is not compared in this "
-            "criterion: scores are sum-zero"
+            f"{tag} reference {options.reference!r} is not compared in this criterion: scores "
+            "are sum-zero"
         )
-    bt_model = bradley_terry_model(
-        comparisons,
-        ties=options.ties,  # type: ignore[arg-type]
-        position=options.position,
-        prior=options.prior,
-        reference=reference,
+    ties = resolve_ties(comparisons, options.ties)  # type: ignore[arg-type]
+    position, why = resolve_position(
+        comparisons, options.position, sides=sides, ties_count=ties != "drop"
     )
-    bt = bt_model.fit()
-    jod_ties = "drop" if options.ties == "drop" else "half"
-    jod_model = thurstone_model(
-        comparisons, ties=jod_ties, position=options.position, prior=options.prior,
-        reference=reference,
+    if why:
+        warnings.append(f"{tag} position effect left out of the fits: {why}")
+    bt_model = bradley_terry_model(
+        comparisons, ties=ties, position=position, prior=options.prior, reference=reference,
+        bias_reduction=options.bias_reduction,
     )  # fmt: skip
+    bt = bt_model.fit()
+    prior_table, prior_note = None, ""
+    if options.prior > 0:
+        prior_table, prior_note = _prior_effect(
+            comparisons, bt, options, position=position, reference=reference, ties=ties
+        )
+        warnings.append(f"{tag} {prior_note}")
+    jod_model = _jod_model(comparisons, options, position=position, reference=reference)
     jod = jod_model.fit()
     draws = jod_draws = None
     people = sorted(pairs["participant"].astype(str).unique())
@@ -277,8 +358,8 @@ def analyse_pairs(
         failed = draws.n_failed
         if failed:
             warnings.append(
-                f"[{label}/{criterion}] {failed} of {draws.rounds} bootstrap rounds resampled a "
-                "design without finite scores and were left out: intervals may be too narrow"
+                f"{tag} {failed} of {draws.rounds} bootstrap rounds resampled a design without "
+                "finite scores and were left out: intervals may be too narrow"
             )
     k = bt.n_items
     if draws is not None and draws.rounds - draws.n_failed >= 20:
@@ -291,50 +372,137 @@ def analyse_pairs(
             bt.items, bt.scores, cov=bt.score_cov, correction=options.correction,
             alpha=1 - options.level,
         )  # fmt: skip
-    win_rate, counts = _matrices(bt.items, comparisons)
+    scores = _score_table(bt, jod, draws, jod_draws, comparisons, options.level, robust_se)
+    _interval_warnings(scores, bt, tag, warnings)
+    order = list(scores["variant"])
+    win_rate, count_matrix = _matrices(bt.items, comparisons)
+    rank = {v: i for i, v in enumerate(order)}
+    tests = tests.assign(_a=tests["a"].map(rank), _b=tests["b"].map(rank))
+    swap = tests["_a"] > tests["_b"]
+    tests.loc[swap, ["a", "b"]] = tests.loc[swap, ["b", "a"]].to_numpy()
+    tests.loc[swap, "difference"] = -tests.loc[swap, "difference"]
+    tests = tests.assign(_a=tests["a"].map(rank), _b=tests["b"].map(rank))
+    tests = tests.sort_values(["_a", "_b"]).drop(columns=["_a", "_b"]).reset_index(drop=True)
     result = CriterionResult(
         criterion=criterion,
-        scores=_score_table(bt, jod, draws, jod_draws, comparisons, options.level, robust_se),
+        scores=scores,
         bt=bt,
         thurstone=jod,
         draws=draws,
         tests=tests,
-        significance=significance_matrix(tests, bt.items),
-        win_rate=win_rate,
-        counts=counts,
+        significance=significance_matrix(tests, order),
+        win_rate=win_rate.loc[order, order],
+        counts=count_matrix.loc[order, order],
         parameters=_parameters(bt, comparisons),
+        position=position,
+        position_note=why if why else ("" if sides else "no screen sides in the data"),
+        ties=ties,
+        prior_effect=prior_table,
+        prior_note=prior_note,
     )
     if mixed and pairs["participant"].nunique() > 1:
         ref = reference or bt.items[int(np.argmax(bt.scores))]
         try:
-            result.mixed = mixed_logit(pairs, ref, level=options.level)
+            result.mixed = mixed_logit(pairs, ref, level=options.level, position=position)
         except UserError as exc:
-            warnings.append(f"[{label}/{criterion}] mixed logit not fitted: {exc}")
+            warnings.append(f"{tag} mixed logit not fitted: {exc}")
     if categories:
-        result.categories = _category_fits(pairs, categories, options, warnings, label, criterion)
+        result.categories = _category_fits(pairs, categories, options, warnings, label, criterion,
+                                           sides)  # fmt: skip
+    if options.scenes:
+        result.scenes = _scene_fits(pairs, options, warnings, tag, sides)
     return result
 
 
-def _category_fits(pairs, categories, options, warnings, label, criterion) -> pd.DataFrame:
-    """Bradley-Terry per prompt category (Hessian intervals)."""
+def _interval_warnings(scores: pd.DataFrame, bt: PairedFit, tag: str, warnings: list[str]) -> None:
+    """Few comparisons, intervals set by the Wald bound, and sum-zero spreading."""
+    weak = scores[scores["unreliable"] != ""]
+    if not weak.empty:
+        listed = "; ".join(f"{r.variant} ({r.unreliable})" for r in weak.itertuples(index=False))
+        warnings.append(
+            f"{tag} unreliable intervals (fewer than {MIN_COMPARISONS} comparisons or fewer than "
+            f"{MIN_EACH_OUTCOME} wins or losses): {listed}"
+        )
+    widened = scores[scores["interval"].str.startswith("Wald (bootstrap narrower")]
+    if not widened.empty:
+        warnings.append(
+            f"{tag} the bootstrap interval of {', '.join(widened['variant'])} was narrower than "
+            "the model-based (Wald) one, which a resampling of few or prior-driven answers "
+            "does; the reported interval is the Wald interval there"
+        )
+    if bt.identification == "sum-zero" and not weak.empty:
+        index = {v: i for i, v in enumerate(bt.items)}
+        is_weak = np.zeros(bt.n_items, bool)
+        is_weak[[index[v] for v in weak["variant"]]] = True
+        ratio = sum_zero_inflation(bt.score_cov, is_weak)
+        if ratio > 1.25:
+            warnings.append(
+                f"{tag} sum-zero scores share their mean, so the uncertainty of "
+                f"{', '.join(weak['variant'])} enters every score: the other variants' standard "
+                f"errors are {ratio:.1f}x what centring on the well-compared variants gives. "
+                "Pass --reference to measure against one well-compared variant"
+            )
+
+
+def _category_fits(pairs, categories, options, warnings, label, criterion, sides=True):
+    """Bradley-Terry per prompt category (Wald intervals), each with its identification."""
     category = pairs["prompt_id"].astype(str).map(categories).fillna("")
     frames = []
     for name in sorted(c for c in category.unique() if c):
         subset = pairs[category == name]
         try:
             comparisons, _, _ = from_pairs(subset)
+            ties = resolve_ties(comparisons, options.ties)
+            position, _ = resolve_position(
+                comparisons, options.position, sides=sides, ties_count=ties != "drop"
+            )
             fit = bradley_terry_model(
-                comparisons, ties=options.ties, position=options.position, prior=options.prior,
+                comparisons, ties=ties, position=position, prior=options.prior,
                 reference=options.reference if options.reference in comparisons.items else None,
+                bias_reduction=options.bias_reduction,
             ).fit()  # fmt: skip
         except UserError as exc:
             warnings.append(f"[{label}/{criterion}] category {name!r} not fitted: {exc}")
             continue
-        frames.append(fit.to_frame(options.level).assign(category=name, n=len(subset)))
+        frames.append(
+            fit.to_frame(options.level).assign(
+                category=name,
+                n=len(subset),
+                position=position,
+                identification=fit.identification,
+            )
+        )
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
-    return table[["category", "variant", "score", "se", "ci_low", "ci_high", "n"]]
+    return table[
+        ["category", "variant", "score", "se", "ci_low", "ci_high", "n", "position",
+         "identification"]
+    ]  # fmt: skip
+
+
+def _scene_fits(pairs, options, warnings, tag, sides=True) -> pd.DataFrame:
+    """Thurstone JOD per scene (prompt or category), as pwcmp scales each scene."""
+    column = SCENE_COLUMNS[options.scenes]
+    frames = []
+    for name, subset in pairs.groupby(pairs[column].astype(str), sort=True):
+        try:
+            comparisons, _, _ = from_pairs(subset)
+            position, _ = resolve_position(comparisons, options.position, sides=sides)
+            reference = options.reference if options.reference in comparisons.items else None
+            fit = _jod_model(comparisons, options, position=position, reference=reference).fit()
+        except UserError as exc:
+            warnings.append(f"{tag} scene {name!r}: no JOD scale ({exc})")
+            continue
+        frames.append(
+            fit.to_frame(options.level).assign(
+                scene=name, n=len(subset), identification=fit.identification
+            )
+        )
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True).rename(columns={"score": "jod", "se": "jod_se"})
+    return table[["scene", "variant", "jod", "jod_se", "ci_low", "ci_high", "n", "identification"]]
 
 
 # --------------------------------------------------------------- datasets
@@ -348,6 +516,7 @@ def analyse_dataset(
     *,
     label: str,
     full: bool,
+    sides: bool = True,
 ) -> DatasetResult:
     """Pairwise and MOS statistics of one version of the data (all, or after exclusions)."""
     answered = responses[responses["kind"].isin(["pair", "rating"])]
@@ -370,7 +539,7 @@ def analyse_dataset(
         try:
             result.pairs[criterion] = analyse_pairs(
                 subset, criterion, options, plan, categories, warnings,
-                label=label, mixed=full and options.mixed_models,
+                label=label, mixed=full and options.mixed_models, sides=sides,
             )  # fmt: skip
         except UserError as exc:
             errors.append(f"criterion {criterion!r}: {exc.message}")
@@ -460,7 +629,19 @@ def run_analysis(
             f"reference variant {options.reference!r} does not occur in the responses "
             f"(variants: {', '.join(variants)})"
         )
-    qc = run_qc(responses, options.qc)
+    sides = bool(responses.attrs.get("sides", True))
+    if options.scenes == "category":
+        if not categories:
+            raise UserError("--scenes category needs prompt categories: pass --stimuli")
+        responses = responses.assign(
+            category=responses["prompt_id"].astype(str).map(categories).fillna("")
+        )
+    elif options.scenes not in (None, "prompt"):
+        raise UserError(f"unknown --scenes {options.scenes!r} (prompt, category)")
+    qc_options = options.qc
+    if options.scenes:
+        qc_options = replace(qc_options, scenes=SCENE_COLUMNS[options.scenes])
+    qc = run_qc(responses, qc_options)
     warnings.extend(f"[quality control] {note}" for note in qc.notes)
     kept = apply_exclusions(responses, qc) if options.exclusions else responses
     if kept[kept["kind"].isin(["pair", "rating"])].empty:
@@ -469,15 +650,16 @@ def run_analysis(
     excluded_any = len(kept) != len(responses)
     primary = analyse_dataset(
         kept, options, categories, warnings,
-        label="after exclusions" if excluded_any else "all responses", full=True,
+        label="after exclusions" if excluded_any else "all responses", full=True, sides=sides,
     )  # fmt: skip
     all_data = None
     if excluded_any:
         all_data = analyse_dataset(
-            responses, options, None, warnings, label="all responses", full=False
+            responses, options, None, warnings, label="all responses", full=False, sides=sides
         )
     result = AnalysisResult(options, _summary(responses, qc, variants), qc, primary, all_data)
     result.provenance = provenance
+    result.sides = sides
     if metrics is not None and not metrics.empty:
         _metrics_part(result, kept, metrics, variants, warnings)
     result.warnings = warnings

@@ -125,14 +125,15 @@ def metric_scatter(human: pd.Series, means: pd.DataFrame, title: str) -> bytes:
     return to_png(fig)
 
 
-def qc_plot(participants: pd.DataFrame, min_rt_ms: float, outlier_z: float) -> bytes:
-    """Four panels: median response time, leave-one-out z, left-choice rate, circular triads."""
+def qc_plot(participants: pd.DataFrame, min_rt_ms: float, outlier: tuple[str, str, float]) -> bytes:
+    """Four panels: median response time, the leave-one-out outlier statistic (``outlier``:
+    column, label, threshold), left-choice rate, circular triads."""
     fig, axes = plt.subplots(2, 2, figsize=(9, 6))
     excluded = participants["excluded"].to_numpy(bool)
     colours = np.where(excluded, "#c0392b", "#1f4e79")
     panels = [
         ("median_rt_ms", "median response time (ms)", min_rt_ms),
-        ("loo_z", "leave-one-out likelihood (robust z)", outlier_z),
+        outlier,
         ("left_rate", "share of left choices", 0.5),
         ("circular_fraction", "circular triads (0 consistent, 0.25 random)", 0.25),
     ]

@@ -9,9 +9,15 @@ Per participant:
 - circular triads (Kendall & Babington Smith 1940): of the variant triples whose three
   pairs she decided, the share she ordered in a cycle (a > b > c > a); a random responder
   makes 25% of triads circular, a consistent one 0%;
-- observer outliers by leave-one-out likelihood (as in Perez-Ortiz & Mantiuk's pwcmp):
-  Bradley-Terry is refitted without her, her answers' mean log-likelihood under that fit
-  is compared with everybody else's by a robust z-score (median / 1.4826 MAD);
+- observer outliers by pwcmp's leave-one-out likelihood (``analysis.pwcmp``): the others'
+  answers are scaled (Thurstone, pwcmp's Gaussian prior), and her answers' likelihood under
+  that scaling is judged either against hers drawn from the model (``calibrated``, the
+  default: a Monte Carlo p-value, so an observer who answers like the model is excluded
+  with probability ``outlier_alpha``) or against the other observers' (``pwcmp``: dist_L,
+  the distance below the first quartile in interquartile ranges, > 1.5). Participants with
+  fewer than ``min_trials`` pair trials get no verdict ("not assessed"), never an exclusion;
+- for ratings, ITU-R BT.500's observer screening and ratings without variance
+  (``analysis.bt500``);
 - position bias: a two-sided binomial test of her left-choice rate against 1/2,
   Benjamini-Hochberg corrected across participants.
 
@@ -19,8 +25,14 @@ Agreement: Krippendorff's alpha (Krippendorff 2004; 2011, "Computing Krippendorf
 alpha-reliability") for pairwise answers (nominal, units = prompt x pair) and ratings
 (interval and ordinal, units = rated image x criterion).
 
+Attention (gold) checks follow the study's own policy: a participant is excluded when she
+failed more gold trials than the study tolerates (the spec's ``attention.max_failures``,
+from the export's ``attention_max_failures`` column or ``hprune analyze --spec``), unless
+``max_attention_failures`` overrides it.
+
 Exclusion is always a whole participant, for the reasons listed in ``QCOptions``; the
-report prints who was excluded and why and shows the results with and without them.
+report prints who was excluded and why (with the Prolific ID where the export has one) and
+shows the results with and without them.
 """
 
 from __future__ import annotations
@@ -31,9 +43,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binom
 
-from analysis.bootstrap import trial_cells
-from analysis.bradley_terry import bradley_terry_model
-from analysis.comparisons import from_pairs, is_estimable
+from analysis.bt500 import bt500_screening, uniform_ratings
+from analysis.comparisons import from_pairs
+from analysis.pwcmp import iqr_distance, outlier_likelihoods
 from analysis.significance import adjust_pvalues
 from hprune.errors import UserError
 
@@ -44,8 +56,14 @@ class QCOptions:
 
     min_rt_ms: float = 400.0  # answers faster than this count as too fast
     max_fast_fraction: float = 0.25  # exclude above this share of too-fast answers
-    max_attention_failures: int = 0  # exclude above this many failed attention checks
-    outlier_z: float = -3.0  # exclude when the leave-one-out robust z is below this
+    max_attention_failures: int | None = None  # None: the study's policy (else 0)
+    outlier_rule: str = "calibrated"  # calibrated (p < outlier_alpha) or pwcmp (dist_L)
+    outlier_alpha: float = 0.005  # per-participant false-alarm rate of the calibrated rule
+    outlier_distance: float = 1.5  # pwcmp's customary dist_L threshold
+    min_trials: int = 10  # fewer pair trials (or screened ratings): "not assessed"
+    scenes: str | None = None  # column scaled separately in the outlier analysis
+    bt500: bool = True  # exclude observers that ITU-R BT.500's screening rejects
+    exclude_uniform_ratings: bool = True  # exclude one rating value for every image
     position_alpha: float = 0.01  # flag position bias at this BH-adjusted level
     exclude_position_bias: bool = False
     max_circular_fraction: float | None = None  # e.g. 0.2 to exclude near-random triads
@@ -61,6 +79,7 @@ class QCResult:
     agreement: pd.DataFrame  # Krippendorff's alpha per data kind and level
     options: QCOptions
     notes: list[str] = field(default_factory=list)
+    attention_policy: str = ""  # how many failed gold trials were tolerated, and whose rule
 
     @property
     def excluded(self) -> list[str]:
@@ -226,53 +245,47 @@ def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table.drop(columns=["left"]).reset_index()
 
 
-def leave_one_out_outliers(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Mean log-likelihood of each participant's answers under a fit without her.
+def observer_outliers(pairs: pd.DataFrame, options: QCOptions) -> pd.DataFrame:
+    """pwcmp's leave-one-out likelihood per participant, and the verdict of the chosen rule.
 
-    Bradley-Terry (Davidson ties when present) per criterion; each refit is a weighted
-    refit on the unique rows (her counts subtracted) starting from the full fit.
-    ``loo_z`` is the robust z-score across participants (low = unlike everybody else).
+    Criteria are scaled separately, and so are the values of ``options.scenes`` (e.g.
+    prompts, as pwcmp scales each scene on its own). ``outlier_verdict``: "outlier",
+    "consistent", or "not assessed" (fewer than ``min_trials`` pair trials, or nothing of
+    hers could be scored because without her some design falls apart).
     """
-    totals: dict[str, list[float]] = {}
-    for _criterion, trials in pairs.groupby("criterion", sort=True):
-        comparisons, row, outcome = from_pairs(trials)
-        if comparisons.n_items < 2 or trials["participant"].nunique() < 3:
-            continue
-        try:
-            model = bradley_terry_model(comparisons)
-        except UserError:
-            continue
-        full = model.fit()
-        people = sorted(trials["participant"].astype(str).unique())
-        index = {p: i for i, p in enumerate(people)}
-        codes = trials["participant"].astype(str).map(index).to_numpy()
-        matrix = trial_cells(row, outcome, len(comparisons.left), codes).participant_matrix(
-            len(people)
-        )
-        total = comparisons.counts
-        for person, i in index.items():
-            own = matrix[[i]].toarray().reshape(-1, 3)
-            rest = total - own
-            n_own = own.sum()
-            if not is_estimable(comparisons, rest, prior=0.0, ties_link=model.link.ties_link):
-                ll = np.nan  # without her the design falls apart: no verdict
-            else:
-                params, converged = model.fit_params(rest, full.params)
-                ll = model.loglik(params, own) if converged else np.nan
-            entry = totals.setdefault(person, [0.0, 0.0])
-            entry[0] += ll
-            entry[1] += n_own
-    if not totals:
-        return pd.DataFrame(columns=["participant", "loo_loglik_per_trial", "loo_z"])
-    table = pd.DataFrame(
-        [(p, ll / n if n else np.nan) for p, (ll, n) in totals.items()],
-        columns=["participant", "loo_loglik_per_trial"],
+    columns = ["participant", "loo_log10_lik", "loo_pairs", "loo_p", "loo_dist", "outlier_verdict"]
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+    group = pairs["criterion"].astype(str)
+    if options.scenes:
+        group = group + "|" + pairs[options.scenes].astype(str)
+    table = outlier_likelihoods(pairs.assign(_group=group), group="_group")
+    trials = pairs.groupby(pairs["participant"].astype(str)).size()
+    enough = table["participant"].map(trials).fillna(0).to_numpy() >= options.min_trials
+    assessed = enough & np.isfinite(table["loo_log10_lik"].to_numpy(float))
+    dist = np.full(len(table), np.nan)
+    dist[assessed] = iqr_distance(table.loc[assessed, "loo_log10_lik"].to_numpy(float))
+    table["loo_dist"] = dist
+    if options.outlier_rule == "pwcmp":
+        outlier = dist > options.outlier_distance
+    elif options.outlier_rule == "calibrated":
+        outlier = table["loo_p"].to_numpy(float) < options.outlier_alpha
+    else:
+        raise UserError(f"unknown outlier rule {options.outlier_rule!r} (calibrated, pwcmp)")
+    table["outlier_verdict"] = np.where(
+        ~assessed, "not assessed", np.where(outlier, "outlier", "consistent")
     )
-    ll = table["loo_loglik_per_trial"]
-    median = ll.median()
-    mad = 1.4826 * (ll - median).abs().median()
-    table["loo_z"] = (ll - median) / mad if mad > 0 else 0.0
-    return table
+    return table[columns]
+
+
+def study_attention_policy(responses: pd.DataFrame) -> pd.Series | None:
+    """Failed gold trials each participant's study version tolerated, from the export's
+    ``attention_max_failures`` column (None when the export does not carry it)."""
+    if "attention_max_failures" not in responses:
+        return None
+    policy = pd.to_numeric(responses["attention_max_failures"], errors="coerce")
+    per_person = policy.groupby(responses["participant"].astype(str)).max()
+    return None if per_person.isna().all() else per_person
 
 
 # ------------------------------------------------------------------ agreement
@@ -371,15 +384,18 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
     notes: list[str] = []
     people = pd.DataFrame({"participant": sorted(responses["participant"].astype(str).unique())})
     pairs = responses[(responses["kind"] == "pair") & responses["choice"].notna()]
+    ratings = responses[responses["kind"] == "rating"]
     tables = [
         attention_failures(responses),
         response_speed(responses, options.min_rt_ms),
         repeated_pair_consistency(pairs, responses[responses["kind"] == "attention"]),
         circular_triads(pairs),
         position_bias(pairs, options.position_alpha),
+        bt500_screening(ratings, min_ratings=options.min_trials),
+        uniform_ratings(ratings, min_ratings=options.min_trials),
     ]
     if pairs["participant"].nunique() >= 3:
-        tables.append(leave_one_out_outliers(pairs))
+        tables.append(observer_outliers(pairs, options))
     elif not pairs.empty:
         notes.append(
             "fewer than 3 participants answered pair trials: no leave-one-out outlier check"
@@ -392,25 +408,45 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
         if column not in table:
             table[column] = 0
         table[column] = table[column].fillna(0).astype(int)
+    if "outlier_verdict" in table:
+        table["outlier_verdict"] = table["outlier_verdict"].fillna("no pair trials")
     if responses["rt_ms"].isna().all():
         notes.append("no response times in the export: the too-fast check was skipped")
+    prolific = participant_ids(responses)
+    if prolific is not None:
+        table.insert(1, "prolific_pid", table["participant"].map(prolific))
 
+    tolerated, policy = _attention_policy(responses, table, options)
     reasons = [[] for _ in range(len(table))]
 
-    def flag(mask: pd.Series, text: str) -> None:
-        for i in np.flatnonzero(mask.fillna(False).to_numpy(bool)):
-            reasons[i].append(text)
+    def flag(mask: pd.Series, text) -> None:
+        hits = np.flatnonzero(pd.Series(mask).fillna(False).to_numpy(bool))
+        for i in hits:
+            reasons[i].append(text(i) if callable(text) else text)
 
-    flag(table["attention_failed"] > options.max_attention_failures, "failed attention checks")
+    flag(
+        table["attention_failed"] > tolerated,
+        lambda i: (
+            f"failed {table['attention_failed'].iloc[i]} gold attention check(s), "
+            f"more than the {int(tolerated.iloc[i])} tolerated"
+        ),
+    )
     if "fast_fraction" in table:
         flag(
             table["fast_fraction"] > options.max_fast_fraction,
             f"over {options.max_fast_fraction:.0%} of answers faster than {options.min_rt_ms:g} ms",
         )
-    if "loo_z" in table:
+    if "outlier_verdict" in table:
         flag(
-            table["loo_z"] < options.outlier_z, f"leave-one-out outlier (z < {options.outlier_z:g})"
+            table["outlier_verdict"] == "outlier", lambda i: _outlier_reason(table.iloc[i], options)
         )
+    if options.bt500 and "bt500_verdict" in table:
+        flag(
+            table["bt500_verdict"] == "reject",
+            "ITU-R BT.500 screening: ratings far from the other raters', in both directions",
+        )
+    if options.exclude_uniform_ratings and "uniform_ratings" in table:
+        flag(table["uniform_ratings"].astype("boolean"), "the same rating for every image")
     if options.exclude_position_bias and "position_flag" in table:
         flag(table["position_flag"].astype("boolean"), "position bias")
     if options.max_circular_fraction is not None and "circular_fraction" in table:
@@ -421,7 +457,53 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
     table["excluded"] = [bool(r) for r in reasons]
     if table["excluded"].all() and len(table):
         notes.append("every participant failed a check: results after exclusions are not available")
-    return QCResult(table, agreement_table(responses), options, notes)
+    result = QCResult(table, agreement_table(responses), options, notes, policy)
+    return result
+
+
+def _attention_policy(
+    responses: pd.DataFrame, table: pd.DataFrame, options: QCOptions
+) -> tuple[pd.Series, str]:
+    """Failed gold trials tolerated per participant (in ``table``'s order), and whose rule."""
+    if options.max_attention_failures is not None:
+        n = options.max_attention_failures
+        return pd.Series(
+            n, index=table.index
+        ), f"more than {n} failed gold trials (set for this analysis)"
+    study = study_attention_policy(responses)
+    if study is not None:
+        tolerated = table["participant"].map(study).fillna(0).astype(int)
+        values = ", ".join(str(v) for v in sorted(set(study.dropna().astype(int))))
+        return (
+            tolerated,
+            f"more than {values} failed gold trials (the study's attention.max_failures)",
+        )
+    return pd.Series(0, index=table.index), (
+        "more than 0 failed gold trials (the export does not say what the study tolerated; "
+        "pass --spec or --max-attention-failures)"
+    )
+
+
+def _outlier_reason(row: pd.Series, options: QCOptions) -> str:
+    if options.outlier_rule == "pwcmp":
+        return (
+            f"answers unlike the others' (leave-one-out likelihood dist_L {row['loo_dist']:.2f} "
+            f"> {options.outlier_distance:g})"
+        )
+    return (
+        f"answers unlike the others' (leave-one-out likelihood p = {row['loo_p']:.4f} < "
+        f"{options.outlier_alpha:g})"
+    )
+
+
+def participant_ids(responses: pd.DataFrame) -> pd.Series | None:
+    """participant -> Prolific ID, where the export carries one (``prolific_pid``)."""
+    for column in ("prolific_pid", "PROLIFIC_PID"):
+        if column in responses:
+            ids = responses[column].astype("string")
+            table = ids.groupby(responses["participant"].astype(str)).first()
+            return None if table.isna().all() else table
+    return None
 
 
 def apply_exclusions(responses: pd.DataFrame, qc: QCResult) -> pd.DataFrame:

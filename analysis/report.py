@@ -86,6 +86,12 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _outlier_panel(qc) -> tuple[str, str, float]:
+    if qc.options.outlier_rule == "pwcmp":
+        return "loo_dist", "leave-one-out likelihood: pwcmp's dist_L", qc.options.outlier_distance
+    return "loo_p", "leave-one-out likelihood: p-value (calibrated)", qc.options.outlier_alpha
+
+
 def _text(blocks: list[dict], text: str, kind: str = "text") -> None:
     blocks.append({"kind": kind, "text": text})
 
@@ -269,7 +275,7 @@ def write_report(result: AnalysisResult, out_dir: str | Path, *, overwrite: bool
                   "been excluded.")  # fmt: skip
         writer.table(blocks, excluded, "exclusions")
         writer.image(
-            blocks, plots.qc_plot(qc.participants, qc.options.min_rt_ms, qc.options.outlier_z),
+            blocks, plots.qc_plot(qc.participants, qc.options.min_rt_ms, _outlier_panel(qc)),
             "qc", "quality-control panels",
         )  # fmt: skip
         _text(blocks, "Rater agreement (Krippendorff's alpha)", "heading")

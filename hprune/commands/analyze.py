@@ -85,14 +85,46 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
     help="Ties: Davidson's model when present (auto), split half and half, or dropped.",
 )
 @click.option(
-    "--position/--no-position", default=True, show_default=True, help="Left/right covariate."
+    "--position/--no-position",
+    default=None,
+    help="Left/right covariate. Default: fitted when the data record sides and the design "
+    "identifies it (else left out with a warning naming the pairs); --position refuses "
+    "instead.",
 )
 @click.option(
     "--prior",
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
-    help="L2 prior precision on BT scores (0 = maximum likelihood).",
+    help="L2 prior precision on the Bradley-Terry scores only (0 = maximum likelihood); the "
+    "report shows the fit without it beside.",
+)
+@click.option(
+    "--bias-reduction",
+    is_flag=True,
+    help="Firth's bias-reduced Bradley-Terry (R BradleyTerry2 br = TRUE): finite, less biased "
+    "scores for small samples; two-outcome data (--ties half or drop).",
+)
+@click.option(
+    "--jod-prior",
+    type=click.Choice(["none", "gaussian"]),
+    default="none",
+    show_default=True,
+    help="Thurstone JOD scaling: maximum likelihood, or pwcmp's Gaussian distance prior.",
+)
+@click.option(
+    "--scenes",
+    type=click.Choice(["prompt", "category"]),
+    default=None,
+    help="Also scale JOD per scene (prompt, or category from --stimuli), and scale scenes "
+    "separately in the outlier analysis, as pwcmp does.",
+)
+@click.option(
+    "--spec",
+    type=click.Path(),
+    default=None,
+    help="The study.yaml: its attention.max_failures sets how many failed gold trials are "
+    "tolerated (default: the export's attention_max_failures column, else 0).",
 )
 @click.option(
     "--rounds",
@@ -151,17 +183,44 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
 )
 @click.option(
     "--max-attention-failures",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Exclude above this many failed attention checks.",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Exclude above this many failed gold trials [default: the study's own policy].",
 )
 @click.option(
-    "--outlier-z",
-    type=float,
-    default=-3.0,
+    "--outlier-rule",
+    type=click.Choice(["calibrated", "pwcmp"]),
+    default="calibrated",
     show_default=True,
-    help="Exclude below this leave-one-out robust z.",
+    help="Leave-one-out likelihood outliers: calibrated (p < --outlier-alpha against the "
+    "others' scaling) or pwcmp's dist_L > --outlier-distance.",
+)
+@click.option(
+    "--outlier-alpha",
+    type=click.FloatRange(0, 1),
+    default=0.005,
+    show_default=True,
+    help="Per-participant false-alarm rate of the calibrated outlier rule.",
+)
+@click.option(
+    "--outlier-distance",
+    type=click.FloatRange(min=0),
+    default=1.5,
+    show_default=True,
+    help="pwcmp's threshold on dist_L (interquartile ranges below the first quartile).",
+)
+@click.option(
+    "--min-trials",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Fewer pair trials (or screened ratings): the participant is not assessed.",
+)
+@click.option(
+    "--bt500/--no-bt500",
+    default=True,
+    show_default=True,
+    help="Exclude rating observers that ITU-R BT.500's screening rejects.",
 )
 @click.option(
     "--exclude-position-bias", is_flag=True, help="Also exclude significant position bias."
@@ -180,10 +239,11 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
 )
 @click.option("--title", default="Human study analysis", show_default=True, help="Report title.")
 def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, variants, ties,
-            position, prior, rounds, bootstrap_prompts, seed, workers, level, correction,
-            mixed_models, exclusions, min_rt_ms, max_fast_fraction, max_attention_failures,
-            outlier_z, exclude_position_bias, max_circular_fraction, min_consistency,
-            title) -> None:  # fmt: skip
+            position, prior, bias_reduction, jod_prior, scenes, spec, rounds, bootstrap_prompts,
+            seed, workers, level, correction, mixed_models, exclusions, min_rt_ms,
+            max_fast_fraction, max_attention_failures, outlier_rule, outlier_alpha,
+            outlier_distance, min_trials, bt500, exclude_position_bias, max_circular_fraction,
+            min_consistency, title) -> None:  # fmt: skip
     """Fit Bradley-Terry, Thurstone and MOS models with honest uncertainty, check quality,
     set humans against metrics, and write report/ (HTML, PNG, CSV, Parquet)."""
     from analysis.metrics_agreement import load_metrics
@@ -195,6 +255,10 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
 
     if Path(out).exists() and not overwrite:
         raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
+    if spec is not None and max_attention_failures is None:
+        from study.spec import load_spec
+
+        max_attention_failures = load_spec(spec).attention.max_failures
     responses = read_responses(source, study=study)
     metrics = load_metrics(metrics_files) if metrics_files else None
     categories, known = None, _csv_list(variants)
@@ -209,6 +273,9 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
         ties=ties,
         position=position,
         prior=prior,
+        bias_reduction=bias_reduction,
+        jod_prior=jod_prior,
+        scenes=scenes,
         rounds=rounds,
         bootstrap_prompts=bootstrap_prompts,
         seed=seed,
@@ -221,7 +288,11 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
             min_rt_ms=min_rt_ms,
             max_fast_fraction=max_fast_fraction,
             max_attention_failures=max_attention_failures,
-            outlier_z=outlier_z,
+            outlier_rule=outlier_rule,
+            outlier_alpha=outlier_alpha,
+            outlier_distance=outlier_distance,
+            min_trials=min_trials,
+            bt500=bt500,
             exclude_position_bias=exclude_position_bias,
             max_circular_fraction=max_circular_fraction,
             min_consistency=min_consistency,
@@ -242,6 +313,8 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
             f"{row.variant} {row.bt_score:+.2f}" for row in part.scores.itertuples(index=False)
         )
         click.echo(f"{criterion}: {ranking}")
+        if part.prior_note:
+            click.echo(f"{criterion}: {part.prior_note}")
     if result.primary.degradation is not None:
         for row in result.primary.degradation.itertuples(index=False):
             click.echo(

@@ -126,11 +126,11 @@ def test_bad_participants_are_excluded_with_reasons(study_with_bad_participants)
     spammers = set(table.index[table["median_rt_ms"] < 600])
     assert spammers, "the simulation should contain fast spammers"
     assert spammers <= set(qc.excluded)
-    assert "leave-one-out outlier" in table.loc["p0003", "reasons"]
+    assert "leave-one-out likelihood" in table.loc["p0003", "reasons"]
     good = table.drop(index=[*spammers, "p0003"])
     # An attentive participant may miss one attention check (2% each in the simulation),
     # but nobody else trips the speed or likelihood checks.
-    assert set(good.loc[good.excluded, "reasons"]) <= {"failed attention checks"}
+    assert all("gold attention" in r for r in good.loc[good.excluded, "reasons"])
     assert good["excluded"].sum() <= 2
     kept = apply_exclusions(responses, qc)
     assert set(kept.participant) == set(good.index[~good.excluded])
@@ -141,7 +141,7 @@ def test_bad_participants_are_excluded_with_reasons(study_with_bad_participants)
 def test_options_change_the_filter_and_small_studies_get_notes(study_with_bad_participants) -> None:
     responses = study_with_bad_participants
     lenient = run_qc(
-        responses, QCOptions(max_attention_failures=99, max_fast_fraction=1.0, outlier_z=-99)
+        responses, QCOptions(max_attention_failures=99, max_fast_fraction=1.0, outlier_alpha=0.0)
     )
     assert lenient.excluded == []
     one = responses[responses.participant == "p0000"]
