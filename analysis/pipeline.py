@@ -331,7 +331,19 @@ def analyse_pairs(
             comparisons, bt, options, position=position, reference=reference, ties=ties
         )
         warnings.append(f"{tag} {prior_note}")
-    jod_model = _jod_model(comparisons, options, position=position, reference=reference)
+    try:
+        jod_model = _jod_model(comparisons, options, position=position, reference=reference)
+    except UserError:
+        if options.jod_prior != "none":
+            raise
+        warnings.append(
+            f"{tag} Thurstone JOD: the maximum-likelihood scale does not exist (a variant won or "
+            "lost everything), so it is scaled with pwcmp's Gaussian prior instead"
+        )
+        jod_model = _jod_model(
+            comparisons, replace(options, jod_prior="gaussian"), position=False,
+            reference=reference,
+        )  # fmt: skip
     jod = jod_model.fit()
     draws = jod_draws = None
     people = sorted(pairs["participant"].astype(str).unique())
@@ -363,10 +375,12 @@ def analyse_pairs(
             )
     k = bt.n_items
     if draws is not None and draws.rounds - draws.n_failed >= 20:
+        # z-tests with the bootstrap covariance: a percentile p-value cannot fall below
+        # 2 / (rounds + 1), which Holm over K(K-1)/2 pairs would push above any alpha.
         tests = pairwise_tests(
-            bt.items, bt.scores, draws=draws.draws[:, :k], correction=options.correction,
+            bt.items, bt.scores, cov=draws.columns(k).cov(), correction=options.correction,
             alpha=1 - options.level,
-        )  # fmt: skip
+        ).assign(test="bootstrap covariance")  # fmt: skip
     else:
         tests = pairwise_tests(
             bt.items, bt.scores, cov=bt.score_cov, correction=options.correction,
@@ -423,12 +437,14 @@ def _interval_warnings(scores: pd.DataFrame, bt: PairedFit, tag: str, warnings: 
             f"{tag} unreliable intervals (fewer than {MIN_COMPARISONS} comparisons or fewer than "
             f"{MIN_EACH_OUTCOME} wins or losses): {listed}"
         )
-    widened = scores[scores["interval"].str.startswith("Wald (bootstrap narrower")]
+    boot_width = scores["boot_high"] - scores["boot_low"]
+    wald_width = scores["wald_high"] - scores["wald_low"]
+    widened = scores[boot_width < 0.8 * wald_width]  # beyond Monte Carlo noise
     if not widened.empty:
         warnings.append(
-            f"{tag} the bootstrap interval of {', '.join(widened['variant'])} was narrower than "
-            "the model-based (Wald) one, which a resampling of few or prior-driven answers "
-            "does; the reported interval is the Wald interval there"
+            f"{tag} the bootstrap interval of {', '.join(widened['variant'])} is under 0.8x the "
+            "width of the model-based (Wald) one: resampling few answers, or answers a prior "
+            "pulls together, varies too little; the reported interval is widened to Wald there"
         )
     if bt.identification == "sum-zero" and not weak.empty:
         index = {v: i for i, v in enumerate(bt.items)}
