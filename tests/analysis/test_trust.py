@@ -74,7 +74,10 @@ def _minimal_position_case() -> pd.DataFrame:
     left = ["b"] * 75 + ["a"] * 25 + ["c"] * 75 + ["b"] * 25
     right = ["a"] * 75 + ["b"] * 25 + ["b"] * 75 + ["c"] * 25
     return _frame(
-        [(f"p{i % 10}", f"x{i % 5}", a, b, "left") for i, (a, b) in enumerate(zip(left, right))]
+        [
+            (f"p{i % 10}", f"x{i % 5}", a, b, "left")
+            for i, (a, b) in enumerate(zip(left, right, strict=True))
+        ]
     )
 
 
@@ -255,7 +258,7 @@ def _attention(frame: pd.DataFrame, failures: dict[str, int]) -> pd.DataFrame:
                     "rating": np.nan,
                     "check": "broken",
                     "check_passed": i >= failed,
-                }  # fmt: skip
+                }
             )
     return pd.concat([frame, pd.DataFrame(rows)], ignore_index=True)
 
