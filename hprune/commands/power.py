@@ -92,7 +92,7 @@ def power(scores, variants, gap, scale, participants, trials, prompts, pairs, ta
           participant_sd, lapse, position, alpha, correction, target, simulations, seed,
           out) -> None:  # fmt: skip
     """Simulate a planned pairwise study and report the power to detect the score gaps."""
-    from analysis.power import PowerPlan, participants_needed, power_curve
+    from analysis.power import COVERAGE_NOTE, PowerPlan, participants_needed, power_curve
     from hprune.errors import UserError
     from hprune.fileio import atomic_write_text
 
@@ -124,6 +124,7 @@ def power(scores, variants, gap, scale, participants, trials, prompts, pairs, ta
     curve = power_curve(plan, counts, simulations=simulations, seed=seed, progress=True)
     shown = curve.drop(columns=["simulations"]).to_string(index=False, float_format="%.3f")
     click.echo(shown)
+    click.echo(COVERAGE_NOTE)
     needed = participants_needed(curve, target)
     if needed is None:
         click.echo(f"none of {participants} participants reaches power {target:g} for every target")
