@@ -198,7 +198,11 @@ def mos_mixed_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = model.fit(reml=True)
+        try:
+            result = model.fit(reml=True)
+        except (np.linalg.LinAlgError, RuntimeError, ValueError) as exc:
+            # e.g. "Factor is exactly singular": too few ratings for the variance components
+            raise UserError(f"the ratings cannot identify the variance components ({exc})") from exc
     ci = result.conf_int(alpha=1 - level)
     rows = []
     for name in result.fe_params.index:

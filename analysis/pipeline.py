@@ -66,6 +66,9 @@ from hprune.errors import UserError
 #: --scenes value -> the responses column that names a scene.
 SCENE_COLUMNS = {"prompt": "prompt_id", "category": "category"}
 
+# Fewer finite rounds than this give no percentile interval worth reporting.
+MIN_BOOTSTRAP_ROUNDS = 2
+
 
 @dataclass(frozen=True)
 class AnalysisOptions:
@@ -368,11 +371,19 @@ def analyse_pairs(
         )
         jod_draws = bootstrap_paired(jod_model, cells, plan, jod.params, workers=options.workers)
         failed = draws.n_failed
-        if failed:
+        if draws.rounds - failed < MIN_BOOTSTRAP_ROUNDS:
+            warnings.append(
+                f"{tag} no bootstrap intervals: only {draws.rounds - failed} of {draws.rounds} "
+                "bootstrap rounds gave finite scores, so the intervals are model-based (Wald)"
+            )
+            draws = None
+        elif failed:
             warnings.append(
                 f"{tag} {failed} of {draws.rounds} bootstrap rounds resampled a design without "
                 "finite scores and were left out: intervals may be too narrow"
             )
+        if jod_draws.rounds - jod_draws.n_failed < MIN_BOOTSTRAP_ROUNDS:
+            jod_draws = None
     k = bt.n_items
     if draws is not None and draws.rounds - draws.n_failed >= 20:
         # z-tests with the bootstrap covariance: a percentile p-value cannot fall below
