@@ -1,6 +1,6 @@
 """Automatic metrics per image: run scorers over a rendered stimulus folder.
 
-:func:`score_stimuli` runs registered scorers (``generation.scorers``) over a verified
+:func:`score_stimuli` runs registered scorers (``generation.measurement.scorers``) over a verified
 stimulus folder and returns tidy rows and metric descriptions, which the caller writes with
 :func:`hprune.contracts.metrics.write_metrics` (the metrics.csv contract lives there).
 """
@@ -33,7 +33,7 @@ def score_stimuli(
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from generation.scorers import get_scorer
+    from generation.measurement.scorers import get_scorer
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")

@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.mini.shapes import CATEGORIES, EVALUATION_PROMPTS
+from generation.mini import EVALUATION_PROMPTS
 from generation.mini.teacher import RENDER_OPTIONS, TEACHER_DIR
+from generation.shapes_world.shapes import CATEGORIES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
