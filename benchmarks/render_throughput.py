@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from generation.measurement.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
     from generation.store.loading import load_pipeline
     from generation.store.toy_models import save_toy_pipeline
     from hprune.contracts.prompts import Prompt

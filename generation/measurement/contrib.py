@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from generation.adapters import BLOCK, ModelAdapter, Part, get_adapter
-from generation.measurement.rendering import prepare_batches, render_batch
+from generation.measurement.rendering.batches import prepare_batches, render_batch
 from generation.measurement.scorers import get_scorer
 from generation.model_record import read_record
 from generation.store.fingerprints import model_fingerprint

@@ -1,6 +1,6 @@
 """mini-GenEval of a model (rendered here) or of a rendered stimuli folder, with GenEval's summary.
 
-A model is rendered with ``generation.measurement.rendering.render_batch`` (the same
+A model is rendered with ``generation.measurement.rendering.batches.render_batch`` (the same
 call ``hprune render`` makes), one image per (prompt, seed); each image is judged by
 ``generation.shapes_world.geneval`` and the results are summarised by
 ``generation.metric_importers.geneval_summary`` (the mean of the task means).
@@ -54,7 +54,7 @@ def evaluate_pipeline(
     """Render every (prompt, seed) with ``variant``'s options and judge each image."""
     from tqdm.auto import tqdm
 
-    from generation.measurement.rendering import render_batch
+    from generation.measurement.rendering.batches import render_batch
 
     items = [(index, prompt, seed) for index, prompt in enumerate(prompts) for seed in seeds]
     results, images = [], []

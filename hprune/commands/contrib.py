@@ -75,7 +75,7 @@ def contrib(
     identity; render the prompts at the seeds; record the score and its drop against the
     unablated model in OUT. An interrupted run continues where it stopped."""
     from generation.measurement.contrib import run_contrib
-    from generation.measurement.rendering import parse_seeds
+    from generation.measurement.rendering.stimuli import parse_seeds
     from hprune.contracts.prompts import read_prompts
     from hprune.errors import UserError
 

@@ -185,7 +185,7 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
         click.echo(benchmark.format_scores({v: e.scores() for v, e in evaluations.items()}))
         return
 
-    from generation.measurement.rendering import parse_seeds
+    from generation.measurement.rendering.stimuli import parse_seeds
     from generation.mini import EVALUATION_PROMPTS
     from generation.mini.teacher import TEACHER_DIR, read_info, teacher_variant
     from generation.store.loading import load_pipeline

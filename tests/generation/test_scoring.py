@@ -24,7 +24,7 @@ SEEDS = [0, 1]
 @pytest.fixture(scope="module")
 def stimuli(tmp_path_factory, sd3_toy_dir, shared_data) -> Path:
     """original (reference), an identical copy, and a 1-step variant; GenEval's first prompt, two seeds."""
-    from generation.measurement.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
     from hprune.contracts.prompts import read_prompts
     from hprune.contracts.variants import read_variants
 
