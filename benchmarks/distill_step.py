@@ -111,8 +111,9 @@ def child(size: str, variants: list[str], steps: int, threads: int) -> dict:
     from accelerate import Accelerator
 
     from generation.measurement.profiling.memory import peak_memory
+    from generation.recipes.distill.config import DistillConfig
     from generation.recipes.distill.pair import make_pair
-    from generation.recipes.distill.trainer import DistillConfig, prepare_training, training_step
+    from generation.recipes.distill.step import prepare_training, training_step
 
     torch.set_num_threads(threads)
     device = "cuda" if size == "full" else "cpu"

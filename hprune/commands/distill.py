@@ -184,7 +184,7 @@ def distill(**options) -> None:
     `accelerate launch [--multi_gpu | --use_deepspeed --zero_stage 2] -m hprune.cli distill ...`.
     Interrupt with Ctrl-C to checkpoint and stop; continue with --resume.
     """
-    from generation.recipes.distill.trainer import DistillConfig
+    from generation.recipes.distill.config import DistillConfig
     from generation.recipes.distill.trainer import distill as run
 
     result = run(DistillConfig(**options))

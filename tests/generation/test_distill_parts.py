@@ -299,7 +299,7 @@ def test_flux_packing_matches_the_diffusers_pipeline() -> None:
 
 
 def test_sample_stream_is_stateless_epoch_permutations() -> None:
-    from generation.recipes.distill.trainer import sample_indices, step_seed
+    from generation.recipes.distill.sampling import sample_indices, step_seed
 
     stream = sample_indices(7, 10, 0, 30)
     assert [sorted(stream[e * 10 : e * 10 + 10]) for e in range(3)] == [list(range(10))] * 3
