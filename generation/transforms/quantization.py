@@ -16,18 +16,23 @@ This module works in memory: it replaces the layers (:func:`quantize_transformer
 the tensors a quantised model stores (:func:`quantized_state_dict`, and
 :func:`expected_state` without quantising), and refills layers from stored tensors
 (:func:`restore_quantized_layers`). ``generation.store.quantized`` writes and reads them.
+
+bitsandbytes is imported inside the functions that need it: the import costs seconds of
+CPU, and a model that is never quantised (most renders, every unquantised profile) does
+not need it. No bitsandbytes layer can exist before bitsandbytes is imported, which is
+what :func:`is_quantized_layer` relies on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import bitsandbytes as bnb
 import torch
-from bitsandbytes.functional import QuantState, _convert_weight_packed_for_cpu_inverse
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -53,7 +58,7 @@ class QuantizationSpec:
     modules: tuple[str, ...]  # qualified names of the quantised nn.Linear layers
     blocksize: int = BLOCKSIZE_4BIT
     int8_threshold: float = INT8_THRESHOLD
-    bitsandbytes_version: str = bnb.__version__
+    bitsandbytes_version: str = dataclasses.field(default_factory=lambda: _bnb_version())
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -74,6 +79,12 @@ class QuantizationSpec:
         return spec
 
 
+def _bnb_version() -> str:
+    import bitsandbytes as bnb
+
+    return bnb.__version__
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -90,7 +101,8 @@ def check_scheme(scheme: str) -> str:
 
 
 def is_quantized_layer(module: nn.Module) -> bool:
-    return isinstance(module, bnb.nn.Linear4bit | bnb.nn.Linear8bitLt)
+    bnb = sys.modules.get("bitsandbytes")  # not imported yet: no bitsandbytes layer exists
+    return bnb is not None and isinstance(module, bnb.nn.Linear4bit | bnb.nn.Linear8bitLt)
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -117,6 +129,8 @@ def _empty_quantized_layer(
     in_features: int, out_features: int, bias: bool, spec: QuantizationSpec
 ) -> nn.Module:
     """A bitsandbytes layer with meta-device parameters, to be filled and then moved."""
+    import bitsandbytes as bnb
+
     if spec.scheme == "int8":
         return bnb.nn.Linear8bitLt(
             in_features,
@@ -149,6 +163,8 @@ def _empty_quantized_layer(
 
 def _quantize_linear(linear: nn.Linear, spec: QuantizationSpec, device: torch.device) -> nn.Module:
     """Quantise one layer on ``device`` (bitsandbytes quantises on ``.to(device)``)."""
+    import bitsandbytes as bnb
+
     layer = _empty_quantized_layer(
         linear.in_features, linear.out_features, linear.bias is not None, spec
     )
@@ -221,6 +237,8 @@ def _unpack_cpu_layout(layer: nn.Module) -> None:
     which is what the in-memory layer computes with, so a reload reproduces it exactly.
     The next inference call repacks.
     """
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
     state = layer.weight.quant_state
     if not getattr(state, "packing_format_for_cpu", False):
         return
@@ -235,6 +253,8 @@ def _unpack_cpu_layout(layer: nn.Module) -> None:
 
 def canonical_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model.state_dict()`` as plain tensors, with bitsandbytes' CPU repacking undone."""
+    import bitsandbytes as bnb
+
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             _unpack_cpu_layout(module)
@@ -268,6 +288,8 @@ def _restore_layer(
     layer: nn.Module, name: str, state: dict[str, torch.Tensor], spec: QuantizationSpec, device
 ) -> None:
     """Fill a meta-device bitsandbytes layer from its stored, already quantised tensors."""
+    import bitsandbytes as bnb
+
     try:
         weight = state.pop(f"{name}.weight")
         if spec.scheme == "int8":
@@ -339,6 +361,8 @@ def quantized_linear_state(
     weights, one float32 scale per output row (``SCB``), a format byte, the bias.
     Works on meta-device layers, so full-size models are counted without memory.
     """
+    from bitsandbytes.functional import QuantState
+
     check_scheme(scheme)
     n_out, n_in = linear.out_features, linear.in_features
 
