@@ -3,7 +3,7 @@
 A model is rendered with ``generation.measurement.rendering.batches.render_batch`` (the same
 call ``hprune render`` makes), one image per (prompt, seed); each image is judged by
 ``generation.shapes_world.geneval`` and the results are summarised by
-``generation.metric_importers.geneval_summary`` (the mean of the task means).
+``generation.measurement.metric_importers.geneval_summary`` (the mean of the task means).
 ``write_geneval_folder`` stores images and results in GenEval's own layout
 (``<prompt index>/samples/<seed>.png``, ``results.jsonl``), which ``hprune import-metrics``
 reads.
@@ -29,7 +29,7 @@ class Evaluation:
 
     @property
     def summary(self):
-        from generation.metric_importers import geneval_summary
+        from generation.measurement.metric_importers import geneval_summary
 
         return geneval_summary(self.results)
 

@@ -436,7 +436,7 @@ def results_table(config: PaperConfig) -> list[dict]:
     """One dict per variant: sizes and latency (profiles) and scores (metrics.csv) relative to the original."""
     import pandas as pd
 
-    from generation.metric_importers import geneval_summary
+    from generation.measurement.metric_importers import geneval_summary
     from hprune.contracts.manifest import read_manifest
     from hprune.contracts.metrics import read_metrics
 

@@ -53,7 +53,7 @@ def score(
     reference variant's image of the same prompt and seed.
     """
     from generation.measurement.scorers import available_scorers
-    from generation.scoring import score_stimuli
+    from generation.measurement.scoring import score_stimuli
     from hprune.contracts.metrics import write_metrics
 
     mode = metrics_write_mode(overwrite, merge)

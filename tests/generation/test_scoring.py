@@ -139,7 +139,7 @@ def test_score_needs_a_reference_and_an_honest_folder(stimuli, tmp_path):
     )
     assert "unknown scorer 'nonsense'" in line
 
-    from generation.scoring import score_stimuli
+    from generation.measurement.scoring import score_stimuli
     from hprune.errors import UserError
 
     with pytest.raises(UserError, match=r"scores final latents.*'hprune contrib'"):

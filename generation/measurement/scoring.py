@@ -1,8 +1,9 @@
 """Automatic metrics per image: run scorers over a rendered stimulus folder.
 
-:func:`score_stimuli` runs registered scorers (``generation.measurement.scorers``) over a verified
-stimulus folder and returns tidy rows and metric descriptions, which the caller writes with
-:func:`hprune.contracts.metrics.write_metrics` (the metrics.csv contract lives there).
+:func:`score_stimuli` runs registered scorers (``generation.measurement.scorers``) over a
+verified stimulus folder and returns tidy rows and metric descriptions, which the caller
+writes with :func:`hprune.contracts.metrics.write_metrics` (the metrics.csv contract lives
+there).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from generation.measurement.scorers import get_scorer
 from hprune.contracts.manifest import read_stimulus_prompts, reference_name, verify_manifest
 from hprune.contracts.metrics import MetricInfo, metric_rows
 from hprune.contracts.prompts import Prompt
@@ -32,8 +34,6 @@ def score_stimuli(
     """
     from PIL import Image
     from tqdm.auto import tqdm
-
-    from generation.measurement.scorers import get_scorer
 
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
