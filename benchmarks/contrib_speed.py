@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from generation.contrib import prepare, render, run_contrib
-from generation.loading import load_pipeline
-from generation.toy_models import save_toy_pipeline
+from generation.measurement.contrib import prepare, render, run_contrib
+from generation.store.loading import load_pipeline
+from generation.store.toy_models import save_toy_pipeline
 from hprune.contracts.prompts import Prompt
 from hprune.contracts.variants import PipelineOptions
 

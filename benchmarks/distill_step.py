@@ -6,7 +6,7 @@ pruned student with the preserved prefix frozen (PWP) and binary SGDistill weigh
 are measured side by side in one process, their timed steps interleaved (so a busy machine
 slows them alike); peak memory is that of live torch tensors over each variant's first two
 steps (teacher + student + AdamW state + gradients + activations), from
-``generation.profiling.peak_memory`` (the CPU allocator's profiler events; CUDA's counters):
+``generation.measurement.profiling.memory.peak_memory`` (the CPU allocator's profiler events; CUDA's counters):
 
 - ``shared``: the default; the student's frozen prefix reuses the teacher's activations;
 - ``unshared``: ``--no-shared-prefix``, the student recomputes its frozen prefix;
@@ -64,10 +64,10 @@ def build(size: str):
     """Teacher and pruned student transformers, with their records, in memory."""
     import torch
 
-    from generation.adapters import get_adapter
-    from generation.model_record import record_for_transformer
-    from generation.pruning import apply_plan, explicit_plan
-    from generation.pruning.surgery import pruned_record
+    from generation.adapters import get_adapter, record_for_transformer
+    from generation.recipes.prune import pruned_record
+    from generation.transforms.plan import explicit_plan
+    from generation.transforms.surgery import apply_plan
 
     spec_kw, removed, latent, batch, tokens = SIZES[size]
     torch.manual_seed(0)
@@ -82,7 +82,7 @@ def build(size: str):
         finally:
             torch.set_default_dtype(torch.float32)
     else:
-        from generation.toy_models import ToySpec, build_sd3_transformer
+        from generation.store.toy_models import ToySpec, build_sd3_transformer
 
         teacher = build_sd3_transformer(ToySpec(**spec_kw))
     teacher.eval()
@@ -110,9 +110,10 @@ def child(size: str, variants: list[str], steps: int, threads: int) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from generation.distill.pair import make_pair
-    from generation.distill.trainer import DistillConfig, prepare_training, training_step
-    from generation.profiling import peak_memory
+    from generation.measurement.profiling.memory import peak_memory
+    from generation.recipes.distill.config import DistillConfig
+    from generation.recipes.distill.pair import make_pair
+    from generation.recipes.distill.step import prepare_training, training_step
 
     torch.set_num_threads(threads)
     device = "cuda" if size == "full" else "cpu"

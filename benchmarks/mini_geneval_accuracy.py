@@ -16,8 +16,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from generation.mini import shapes
-from generation.mini.geneval import detect, evaluate, ground_truth_detections
+from generation.shapes_world import shapes
+from generation.shapes_world.geneval import detect, evaluate, ground_truth_detections
 
 
 def main() -> None:

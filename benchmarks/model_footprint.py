@@ -33,8 +33,18 @@ from pathlib import Path
 
 import torch
 
-from generation import profiling, quantization
 from generation.adapters import get_adapter
+from generation.measurement.profiling.memory import peak_memory
+from generation.measurement.profiling.profiles import capture_transformer_inputs
+from generation.measurement.profiling.timing import time_runs
+from generation.store.architectures import build_from_config, read_arch_config
+from generation.transforms import quantization
+from generation.transforms.footprint import (
+    expected_bytes,
+    linear_parameter_fraction,
+    parameter_count,
+    stored_bytes,
+)
 
 ARCH_DIR = (
     Path(
@@ -56,19 +66,19 @@ PAPER_SUBCOMPONENT_BLOCKS_30 = range(13, 19)
 
 
 def meta_model(name: str):
-    return profiling.build_from_config(profiling.read_arch_config(ARCH_DIR / f"{name}.json"))
+    return build_from_config(read_arch_config(ARCH_DIR / f"{name}.json"))
 
 
 def paper_cut(model, level: int):
     """The paper's SD3.5-LT cut at 20%, or 20% + subcomponents of blocks 13-18 down to 70%."""
     adapter = get_adapter(model)
-    original = profiling.parameter_count(model)
+    original = parameter_count(model)
     if level == 30:  # subcomponents first, while the block indices are the original ones
         parts = [(i, c) for i in PAPER_SUBCOMPONENT_BLOCKS_30 for c in ("ff", "ff_context")]
         adapter.remove_components(parts)
         removed_after_blocks = sum(adapter.block_params(i) for i in PAPER_BLOCKS_20)
         for index in PAPER_SUBCOMPONENT_BLOCKS_30:
-            kept = profiling.parameter_count(model) - removed_after_blocks
+            kept = parameter_count(model) - removed_after_blocks
             if kept <= 0.70 * original:
                 break
             adapter.remove_components([(index, "norm1_context")])
@@ -78,8 +88,9 @@ def paper_cut(model, level: int):
 
 def position_prior_cut(model, budget: float):
     """HPP with equal contribution scores: the position weighting alone picks the cut."""
-    from generation.contrib import Contribution
-    from generation.pruning import apply_plan, hpp_plan
+    from generation.measurement.contrib import Contribution
+    from generation.planning import hpp_plan
+    from generation.transforms.surgery import apply_plan
 
     adapter = get_adapter(model)
     n = adapter.num_blocks
@@ -114,20 +125,20 @@ def footprint_table() -> list[str]:
     ]
     for name in CONFIGS:
         model = meta_model(name)
-        params = profiling.parameter_count(model)
-        bf16 = profiling.expected_bytes(model, None)
-        nf4 = profiling.expected_bytes(model, "nf4")
+        params = parameter_count(model)
+        bf16 = expected_bytes(model, None)
+        nf4 = expected_bytes(model, "nf4")
         cells = [
             name,
             f"{params / 1e9:.3f}B",
-            f"{profiling.linear_parameter_fraction(model):.4%}",
+            f"{linear_parameter_fraction(model):.4%}",
             f"{bf16.weights / 1e9:.3f} GB",
             f"{nf4.weights / 1e9:.3f} GB ({nf4.weights / bf16.weights:.1%})",
         ]
         for level in (20, 30):
             pruned = cut(name, level)
-            found = profiling.expected_bytes(pruned, "nf4")
-            kept = profiling.parameter_count(pruned) / params
+            found = expected_bytes(pruned, "nf4")
+            kept = parameter_count(pruned) / params
             cells.append(
                 f"{found.weights / 1e9:.3f} GB ({found.weights / bf16.weights:.1%}; {kept:.1%})"
             )
@@ -137,10 +148,10 @@ def footprint_table() -> list[str]:
 
 
 def paper_comparison() -> list[str]:
-    full = profiling.expected_bytes(meta_model("stable-diffusion-3.5-large-turbo"), None)
+    full = expected_bytes(meta_model("stable-diffusion-3.5-large-turbo"), None)
     lines = []
     for level, paper_gb, paper_ratio in ((20, 3.56, 0.225), (30, 3.24, 0.205)):
-        found = profiling.expected_bytes(cut("stable-diffusion-3.5-large-turbo", level), "nf4")
+        found = expected_bytes(cut("stable-diffusion-3.5-large-turbo", level), "nf4")
         lines.append(
             f"- SD3.5-LT {level}% + NF4: weights {found.weights / 1e9:.3f} GB "
             f"({found.weights / full.weights:.1%} of bf16 weights); with the position table "
@@ -151,8 +162,8 @@ def paper_comparison() -> list[str]:
         f"- SD3.5-LT bf16: weights {full.weights / 1e9:.3f} GB, stored {full.total / 1e9:.3f} GB "
         f"= {full.total / 2**30:.2f} GiB (paper: 15.8 GB)."
     )
-    flux = profiling.expected_bytes(meta_model("FLUX.1-schnell"), None)
-    flux_cut = profiling.expected_bytes(cut("FLUX.1-schnell", 30), "nf4")
+    flux = expected_bytes(meta_model("FLUX.1-schnell"), None)
+    flux_cut = expected_bytes(cut("FLUX.1-schnell", 30), "nf4")
     lines.append(
         f"- FLUX.1-schnell bf16: {flux.weights / 1e9:.3f} GB = {flux.weights / 2**30:.2f} GiB "
         f"(paper: 22.6 GB); 30% level (position prior) + NF4: {flux_cut.weights / 1e9:.3f} GB = "
@@ -177,7 +188,7 @@ def toy_rows(arch: str, rounds: int) -> list[str]:
     """One toy pipeline, fp32 against NF4 (compute fp32), timed in interleaved rounds."""
     import statistics
 
-    from generation.toy_models import build_toy_pipeline
+    from generation.store.toy_models import build_toy_pipeline
 
     pipe = build_toy_pipeline(arch)
     variants = {"fp32": pipe.transformer, "nf4": copy.deepcopy(pipe.transformer)}
@@ -186,24 +197,22 @@ def toy_rows(arch: str, rounds: int) -> list[str]:
     with torch.inference_mode():
         for name, transformer in variants.items():
             pipe.transformer = transformer
-            inputs = profiling.capture_transformer_inputs(pipe, lambda: render(pipe))
+            inputs = capture_transformer_inputs(pipe, lambda: render(pipe))
             steps[name] = functools.partial(transformer, **inputs)
             render(pipe)  # warm-up
-            with profiling.peak_memory("cpu", transformer) as step_peak:
+            with peak_memory("cpu", transformer) as step_peak:
                 steps[name]()
             modules = [c for c in pipe.components.values() if isinstance(c, torch.nn.Module)]
-            with profiling.peak_memory("cpu", *modules) as image_peak:
+            with peak_memory("cpu", *modules) as image_peak:
                 render(pipe)
             peaks[name] = (step_peak.total_bytes, image_peak.total_bytes)
         for _ in range(rounds):
             for name, transformer in variants.items():
                 pipe.transformer = transformer
-                times[name, "step"] += profiling.time_runs(steps[name], "cpu", warmup=0, repeats=1)
-                times[name, "image"] += profiling.time_runs(
-                    lambda: render(pipe), "cpu", warmup=0, repeats=1
-                )
+                times[name, "step"] += time_runs(steps[name], "cpu", warmup=0, repeats=1)
+                times[name, "image"] += time_runs(lambda: render(pipe), "cpu", warmup=0, repeats=1)
     median = {key: statistics.median(values) * 1e3 for key, values in times.items()}
-    weights = {name: profiling.stored_bytes(t).weights for name, t in variants.items()}
+    weights = {name: stored_bytes(t).weights for name, t in variants.items()}
     rows = [
         f"| {arch} | {name} | {weights[name] / 1e3:.0f} kB "
         f"| {median[name, 'step']:.1f} ms | {median[name, 'image']:.1f} ms "

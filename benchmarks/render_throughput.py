@@ -32,9 +32,9 @@ def main() -> None:
 
     import torch
 
-    from generation.loading import load_pipeline
-    from generation.rendering import render_stimuli
-    from generation.toy_models import save_toy_pipeline
+    from generation.measurement.rendering.stimuli import render_stimuli
+    from generation.store.loading import load_pipeline
+    from generation.store.toy_models import save_toy_pipeline
     from hprune.contracts.prompts import Prompt
     from hprune.contracts.variants import read_variants
 

@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 
 from generation.adapters import get_adapter
-from generation.contrib import read_contrib, render, run_contrib
-from generation.loading import load_pipeline
-from generation.pruning import bk_sdm_plan, hpp_plan, koala_plan, prune_model
-from generation.scorers import get_scorer
-from generation.toy_models import save_toy_pipeline
+from generation.measurement.contrib import read_contrib, render, run_contrib
+from generation.measurement.scorers import get_scorer
+from generation.planning import bk_sdm_plan, hpp_plan, koala_plan
+from generation.recipes.prune import prune_model
+from generation.store.loading import load_pipeline
+from generation.store.toy_models import save_toy_pipeline
 from hprune.contracts.prompts import Prompt
 from hprune.contracts.variants import PipelineOptions
 

@@ -1,6 +1,6 @@
 """Rectified-flow noising as SD3 and FLUX are trained with it.
 
-Small pure functions over tensors, shared by distillation (``generation.distill``)
+Small pure functions over tensors, shared by distillation (``generation.recipes.distill``)
 and by the mini world's teacher training.
 
 The forward process interpolates linearly between data and noise (Esser et al.,

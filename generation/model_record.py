@@ -147,17 +147,3 @@ def append_history(model: str | Path, stage: str, **details: Any) -> ModelRecord
     record = record.with_history(stage, **details)
     write_record(model, record)
     return record
-
-
-def record_for_transformer(transformer, *, parent_fingerprint: str | None = None) -> ModelRecord:
-    """The record of an unpruned transformer: every block kept, nothing removed."""
-    from generation.adapters import get_adapter
-
-    adapter = get_adapter(transformer)
-    return ModelRecord(
-        family=adapter.family,
-        original_block_counts=adapter.config_counts(),
-        original_parameters=adapter.total_params(),
-        kept_blocks=list(range(adapter.num_blocks)),
-        parent_fingerprint=parent_fingerprint,
-    )

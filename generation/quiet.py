@@ -4,7 +4,7 @@ optional packages hprune goes without.
 hprune draws its own tqdm bars around loading, rendering, training and saving, so diffusers'
 "Loading pipeline components", transformers' "Loading weights" and "Writing model shards",
 and a pipeline's per-call denoising bar only clutter them (``quiet_progress``; pipelines
-loaded by ``generation.loading`` have their denoising bar switched off).
+loaded by ``generation.store.loading`` have their denoising bar switched off).
 
 Warnings and errors are left alone, except two notices, dropped by logger name and text:
 

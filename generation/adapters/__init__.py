@@ -1,6 +1,8 @@
 """Architecture adapters: block lists, subcomponents, identity replacement and surgery.
 
-``get_adapter(transformer)`` picks the adapter for a diffusers transformer.
+``get_adapter(transformer)`` picks the adapter for a diffusers transformer;
+``record_for_transformer`` is the model record such a transformer starts with. The
+bottom layer of ``generation``: it knows architectures, not model folders or files.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from torch import nn
 from generation.adapters.base import BLOCK, ModelAdapter, Part
 from generation.adapters.flux import FluxAdapter
 from generation.adapters.sd3 import SD3Adapter
+from generation.model_record import ModelRecord
 from hprune.errors import UserError
 
 ADAPTERS: tuple[type[ModelAdapter], ...] = (SD3Adapter, FluxAdapter)
@@ -33,4 +36,24 @@ def get_adapter(transformer: nn.Module) -> ModelAdapter:
     return adapter_class(type(transformer).__name__)(transformer)  # raises the UserError
 
 
-__all__ = ["ADAPTERS", "BLOCK", "ModelAdapter", "Part", "adapter_class", "get_adapter"]
+def record_for_transformer(transformer, *, parent_fingerprint: str | None = None) -> ModelRecord:
+    """The record of an unpruned transformer: every block kept, nothing removed."""
+    adapter = get_adapter(transformer)
+    return ModelRecord(
+        family=adapter.family,
+        original_block_counts=adapter.config_counts(),
+        original_parameters=adapter.total_params(),
+        kept_blocks=list(range(adapter.num_blocks)),
+        parent_fingerprint=parent_fingerprint,
+    )
+
+
+__all__ = [
+    "ADAPTERS",
+    "BLOCK",
+    "ModelAdapter",
+    "Part",
+    "adapter_class",
+    "get_adapter",
+    "record_for_transformer",
+]

@@ -1,9 +1,9 @@
 """mini-GenEval of a model (rendered here) or of a rendered stimuli folder, with GenEval's summary.
 
-A model is rendered with ``generation.rendering.render_batch`` (the same call ``hprune
-render`` makes), one image per (prompt, seed); each image is judged by
-``generation.mini.geneval`` and the results are summarised by
-``generation.metric_importers.geneval_summary`` (the mean of the task means).
+A model is rendered with ``generation.measurement.rendering.batches.render_batch`` (the same
+call ``hprune render`` makes), one image per (prompt, seed); each image is judged by
+``generation.shapes_world.geneval`` and the results are summarised by
+``generation.measurement.metric_importers.geneval_summary`` (the mean of the task means).
 ``write_geneval_folder`` stores images and results in GenEval's own layout
 (``<prompt index>/samples/<seed>.png``, ``results.jsonl``), which ``hprune import-metrics``
 reads.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.mini.geneval import evaluate_image, resolve_metadata
+from generation.shapes_world.geneval import evaluate_image, resolve_metadata
 from hprune.contracts.prompts import Prompt
 
 
@@ -29,13 +29,13 @@ class Evaluation:
 
     @property
     def summary(self):
-        from generation.metric_importers import geneval_summary
+        from generation.measurement.metric_importers import geneval_summary
 
         return geneval_summary(self.results)
 
     def scores(self) -> dict[str, float]:
-        """{"overall": ..., <task>: ...} in the order of ``generation.mini.shapes.CATEGORIES``."""
-        from generation.mini.shapes import CATEGORIES
+        """{"overall": ..., <task>: ...} in the order of ``generation.shapes_world.shapes.CATEGORIES``."""
+        from generation.shapes_world.shapes import CATEGORIES
 
         summary = self.summary
         tasks = {t: summary.tasks[t] for t in CATEGORIES if t in summary.tasks}
@@ -54,7 +54,7 @@ def evaluate_pipeline(
     """Render every (prompt, seed) with ``variant``'s options and judge each image."""
     from tqdm.auto import tqdm
 
-    from generation.rendering import render_batch
+    from generation.measurement.rendering.batches import render_batch
 
     items = [(index, prompt, seed) for index, prompt in enumerate(prompts) for seed in seeds]
     results, images = [], []
@@ -119,7 +119,7 @@ def write_geneval_folder(
 
 def format_scores(table: dict[str, dict[str, float]]) -> str:
     """A plain-text table: one row per name, columns overall and the six tasks."""
-    from generation.mini.shapes import CATEGORIES
+    from generation.shapes_world.shapes import CATEGORIES
 
     columns = ["overall", *CATEGORIES]
     width = max(8, *(len(name) for name in table))

@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generation.mini.shapes import CATEGORIES, EVALUATION_PROMPTS
+from generation.mini import EVALUATION_PROMPTS
 from generation.mini.teacher import RENDER_OPTIONS, TEACHER_DIR
+from generation.shapes_world.shapes import CATEGORIES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -435,7 +436,7 @@ def results_table(config: PaperConfig) -> list[dict]:
     """One dict per variant: sizes and latency (profiles) and scores (metrics.csv) relative to the original."""
     import pandas as pd
 
-    from generation.metric_importers import geneval_summary
+    from generation.measurement.metric_importers import geneval_summary
     from hprune.contracts.manifest import read_manifest
     from hprune.contracts.metrics import read_metrics
 

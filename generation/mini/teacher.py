@@ -4,14 +4,14 @@ Every component is the class SD3.5 uses, so every hprune code path runs on it un
 
 - two CLIP text encoders with projection (``CLIPTextModelWithProjection``, in the roles of
   CLIP-L and CLIP-G) and a T5 encoder (``T5EncoderModel``), with tokenizers built locally
-  over the shapes vocabulary by ``generation.tokenizers``; every caption word is one token;
+  over the shapes vocabulary by ``generation.store.tokenizers``; every caption word is one token;
 - an ``AutoencoderKL`` with 4x downsampling: 64x64 RGB images <-> 4x16x16 latents,
   trained on the shapes (``generation.mini.train``);
 - an MMDiT, ``SD3Transformer2DModel`` with ``TEACHER_SPEC.num_layers`` joint blocks, 2x2
   patches, so an image is 64 tokens beside 2 x ``TEXT_LENGTH`` text tokens;
 - ``FlowMatchEulerDiscreteScheduler``.
 
-The architecture is T1's toy SD3 pipeline (``generation.toy_models``) at the sizes below,
+The architecture is T1's toy SD3 pipeline (``generation.store.toy_models``) at the sizes below,
 with tokenizers that stop at ``TEXT_LENGTH`` tokens: a caption has at most 13, and text
 tokens cost as much compute as image tokens.
 """
@@ -22,8 +22,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from generation.mini.shapes import ASSETS, IMAGE_SIZE, VOCABULARY
-from generation.toy_models import ToySpec
+from generation.mini import ASSETS
+from generation.shapes_world.shapes import IMAGE_SIZE, VOCABULARY
+from generation.store.toy_models import ToySpec
 
 TEACHER_DIR = ASSETS / "teacher"
 INFO_NAME = (
@@ -61,8 +62,8 @@ def build_teacher(spec: ToySpec = TEACHER_SPEC, *, seed: int = 0):
     """The untrained teacher pipeline: random weights from ``seed``, in eval mode."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from generation.tokenizers import build_clip_tokenizer
-    from generation.toy_models import build_toy_pipeline
+    from generation.store.tokenizers import build_clip_tokenizer
+    from generation.store.toy_models import build_toy_pipeline
 
     pipe = build_toy_pipeline("sd3", seed=seed, spec=spec)
     pipe.register_modules(

@@ -7,7 +7,7 @@ Three stages, read top to bottom in :func:`train`:
    ``shift_factor`` and ``scaling_factor``, as SD3's were set, so the transformer sees
    latents of zero mean and unit variance.
 2. **Latents.** ``num_samples`` captioned scenes are drawn and encoded once (the
-   posterior's mode, ``generation.distill.encoding.encode_pixels``).
+   posterior's mode, ``generation.adapters.encoding.encode_pixels``).
 3. **MMDiT.** Rectified-flow matching (``generation.flow_matching``): σ from a logit-normal,
    x_t = σ·ε + (1−σ)·x0, regress the velocity ε − x0. ``caption_dropout`` of the captions
    are replaced by "" so that classifier-free guidance has an unconditional branch that the
@@ -42,8 +42,9 @@ import torch
 from tqdm.auto import tqdm
 
 from generation.flow_matching import flow_matching_loss, noisy_latents, sample_sigmas
-from generation.mini import shapes
+from generation.mini import EVALUATION_PROMPTS
 from generation.mini.teacher import TEXT_LENGTH, build_teacher, teacher_variant, write_info
+from generation.shapes_world import shapes
 
 DEFAULT_WEIGHTS = {
     "single_object": 0.5,
@@ -118,7 +119,7 @@ def evaluate_heldout(pipe, *, seeds: int = 1, **options):
     from generation.mini.benchmark import evaluate_pipeline
     from hprune.contracts.prompts import read_prompts
 
-    prompts = read_prompts(shapes.EVALUATION_PROMPTS)
+    prompts = read_prompts(EVALUATION_PROMPTS)
     return evaluate_pipeline(pipe, teacher_variant(**options), prompts, list(range(seeds)))
 
 
@@ -148,7 +149,7 @@ class _Log:
 
 def train_vae(vae, config: TrainConfig, log: Callable[..., None]) -> None:
     """Fit the autoencoder to fresh shapes images, then set its latent shift and scale."""
-    from generation.distill.encoding import encode_pixels
+    from generation.adapters.encoding import encode_pixels
 
     stream = shapes.iter_samples(config.seed + 1)
     generator = torch.Generator().manual_seed(config.seed + 1)
@@ -187,8 +188,8 @@ def train_vae(vae, config: TrainConfig, log: Callable[..., None]) -> None:
 @torch.no_grad()
 def vae_roundtrip_score(vae, n: int, seed: int) -> float:
     """Share of ground-truth images that still satisfy their captions after encode -> decode."""
-    from generation.distill.encoding import encode_pixels
-    from generation.mini.geneval import evaluate_image
+    from generation.adapters.encoding import encode_pixels
+    from generation.shapes_world.geneval import evaluate_image
 
     samples = shapes.training_samples(n, seed)
     z = encode_pixels(vae, to_pixels([s.image() for s in samples]))
@@ -209,7 +210,7 @@ def vae_roundtrip_score(vae, n: int, seed: int) -> float:
 @torch.no_grad()
 def encode_dataset(vae, config: TrainConfig) -> tuple[torch.Tensor, list[str]]:
     """Latents (N, C, h, w) and captions of ``num_samples`` scenes drawn from the training stream."""
-    from generation.distill.encoding import encode_pixels
+    from generation.adapters.encoding import encode_pixels
 
     samples = shapes.training_samples(
         config.num_samples, config.seed + 3, weights=config.category_weights
@@ -228,7 +229,7 @@ class CaptionTable:
     """The text embeddings of every distinct caption (and of ""), computed once by the frozen encoders."""
 
     def __init__(self, pipe, captions: list[str]) -> None:
-        from generation.distill.encoding import encode_text
+        from generation.adapters.encoding import encode_text
 
         self.captions = sorted(set(captions) | {""})
         self.index = {caption: i for i, caption in enumerate(self.captions)}
@@ -251,7 +252,7 @@ def validation_loss(
     seed: int = 0,
 ) -> float:
     """Flow-matching loss on a fixed batch, fixed noise and an even grid of σ: comparable across steps."""
-    from generation.distill.encoding import predict_velocity
+    from generation.adapters.encoding import predict_velocity
 
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(captions), generator=generator)[:n]
@@ -265,7 +266,7 @@ def validation_loss(
 
 def train_transformer(pipe, latents, captions, config: TrainConfig, log) -> list[dict]:
     """Flow-matching training of the MMDiT; the EMA weights end up in ``pipe.transformer``."""
-    from generation.distill.encoding import predict_velocity
+    from generation.adapters.encoding import predict_velocity
 
     table = CaptionTable(pipe, captions)
     transformer = pipe.transformer

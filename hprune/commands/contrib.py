@@ -74,8 +74,8 @@ def contrib(
     """Contribution analysis: replace each block, and each subcomponent of each block, by an
     identity; render the prompts at the seeds; record the score and its drop against the
     unablated model in OUT. An interrupted run continues where it stopped."""
-    from generation.contrib import run_contrib
-    from generation.rendering import parse_seeds
+    from generation.measurement.contrib import run_contrib
+    from generation.measurement.rendering.stimuli import parse_seeds
     from hprune.contracts.prompts import read_prompts
     from hprune.errors import UserError
 

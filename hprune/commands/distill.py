@@ -184,8 +184,8 @@ def distill(**options) -> None:
     `accelerate launch [--multi_gpu | --use_deepspeed --zero_stage 2] -m hprune.cli distill ...`.
     Interrupt with Ctrl-C to checkpoint and stop; continue with --resume.
     """
-    from generation.distill.trainer import DistillConfig
-    from generation.distill.trainer import distill as run
+    from generation.recipes.distill.config import DistillConfig
+    from generation.recipes.distill.trainer import distill as run
 
     result = run(DistillConfig(**options))
     if result.main_process:  # one report per run, not one per process

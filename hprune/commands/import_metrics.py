@@ -57,7 +57,7 @@ def import_metrics(
     Per-image tables are keyed by image_id, or by prompt_id + seed + variant. GenEval image
     paths are read as .../[VARIANT/]<prompt index>/samples/<seed>.png.
     """
-    from generation.metric_importers import import_geneval, import_scores
+    from generation.measurement.metric_importers import import_geneval, import_scores
     from hprune.contracts.manifest import verify_manifest
     from hprune.contracts.metrics import write_metrics
 

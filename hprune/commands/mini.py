@@ -38,7 +38,7 @@ def data(out: Path, num_images: int, seed: int, holdout_seed: int, overwrite: bo
 
     from tqdm import tqdm
 
-    from generation.mini import shapes
+    from generation.shapes_world import shapes
     from hprune.fileio import atomic_output_dir, atomic_write_text
 
     if num_images < 0:
@@ -185,10 +185,10 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
         click.echo(benchmark.format_scores({v: e.scores() for v, e in evaluations.items()}))
         return
 
-    from generation.loading import load_pipeline
-    from generation.mini.shapes import EVALUATION_PROMPTS
+    from generation.measurement.rendering.stimuli import parse_seeds
+    from generation.mini import EVALUATION_PROMPTS
     from generation.mini.teacher import TEACHER_DIR, read_info, teacher_variant
-    from generation.rendering import parse_seeds
+    from generation.store.loading import load_pipeline
     from hprune.contracts.prompts import read_prompts
 
     model = model or TEACHER_DIR

@@ -54,7 +54,7 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace OUT i
 
 
 def scheme_option(help: str, *, required: bool = False) -> Callable:
-    """--scheme nf4|fp4|int8 (checked by generation.quantization, with a one-line error)."""
+    """--scheme nf4|fp4|int8 (checked by generation.transforms.quantization, with a one-line error)."""
     return click.option(
         "--scheme",
         required=required,

@@ -87,9 +87,9 @@ def profile(
     """Measure a model: weights bytes (stored tensors; packed bytes + quantisation state for
     bitsandbytes), parameters, peak memory and latency of one denoising step and of a whole
     image (median of --repeats runs after --warmup runs), on the CPU or CUDA."""
-    from generation import profiling
+    from generation.measurement.profiling.command import run_profile, summary_line
 
-    report = profiling.run_profile(
+    report = run_profile(
         model=model,
         arch_config=arch_config,
         out=out,
@@ -108,4 +108,4 @@ def profile(
         repeats=repeats,
         overwrite=overwrite,
     )
-    click.echo(profiling.summary_line(report))
+    click.echo(summary_line(report))

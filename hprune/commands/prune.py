@@ -77,10 +77,11 @@ def prune(
     frees the removed subcomponents. The plan is printed and kept in
     OUT/transformer/hprune_record.json.
     """
-    from generation.contrib import read_contrib
-    from generation.loading import model_fingerprint
-    from generation.pruning import bk_sdm_plan, explicit_plan, hpp_plan, koala_plan, prune_model
-    from generation.pruning.plan import check_budget
+    from generation.measurement.contrib import read_contrib
+    from generation.planning import bk_sdm_plan, hpp_plan, koala_plan
+    from generation.recipes.prune import prune_model
+    from generation.store.fingerprints import model_fingerprint
+    from generation.transforms.plan import check_budget, explicit_plan
     from hprune.errors import UserError
 
     if plan and method and plan != method:

@@ -41,7 +41,7 @@ def quantize(
     the recipe and a history entry. Load the result with hprune's loader (every hprune
     command does), which rebuilds the quantised layers on the CPU or on CUDA.
     """
-    from generation.quantization import quantize_model
+    from generation.recipes.quantize import quantize_model
 
     result = quantize_model(
         model, out, scheme=scheme, dtype=dtype, device=device, overwrite=overwrite

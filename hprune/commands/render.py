@@ -50,7 +50,7 @@ def render(
     """
     from accelerate import PartialState
 
-    from generation.rendering import parse_seeds, render_stimuli
+    from generation.measurement.rendering.stimuli import parse_seeds, render_stimuli
     from hprune.contracts.prompts import read_prompts
     from hprune.contracts.variants import read_variants
 

@@ -52,8 +52,8 @@ def score(
     Reference scorers (ssim-vs-original, psnr-vs-original) compare each image with the
     reference variant's image of the same prompt and seed.
     """
-    from generation.scorers import available_scorers
-    from generation.scoring import score_stimuli
+    from generation.measurement.scorers import available_scorers
+    from generation.measurement.scoring import score_stimuli
     from hprune.contracts.metrics import write_metrics
 
     mode = metrics_write_mode(overwrite, merge)
@@ -77,7 +77,7 @@ def score(
 
 def scorer_options(names: list[str], weights: tuple[str, ...], *, device: str) -> dict[str, dict]:
     """Per-scorer options: the weights directory of each learned scorer, and the device."""
-    from generation.scorers.learned import LEARNED_SCORERS
+    from generation.measurement.scorers.learned import LEARNED_SCORERS
 
     learned = [name for name in names if name in LEARNED_SCORERS]
     given: dict[str, Path] = {}

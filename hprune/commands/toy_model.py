@@ -25,8 +25,8 @@ def toy_model(arch: str, out: str, seed: int, overwrite: bool) -> None:
     tokenizers, VAE, scheduler, transformer), offline. It loads with
     DiffusionPipeline.from_pretrained(OUT) and renders 64x64 images in a fraction of a second."""
     from generation.adapters import get_adapter
-    from generation.loading import load_transformer
-    from generation.toy_models import save_toy_pipeline
+    from generation.store.loading import load_transformer
+    from generation.store.toy_models import save_toy_pipeline
 
     path = save_toy_pipeline(arch, out, seed=seed, overwrite=overwrite)
     adapter = get_adapter(load_transformer(path))

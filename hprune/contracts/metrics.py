@@ -5,8 +5,9 @@ prompt_id, metric, value, higher_is_better`` (design.md). Beside it, ``metrics.j
 describes each metric once: its version, its scale and where its values came from, so
 that a number in the table can always be traced to what produced it.
 
-``generation.scoring`` runs scorers and ``generation.metric_importers`` brings in results
-computed elsewhere; both write through this module, and the analysis reads through it.
+``generation.measurement.scoring`` runs scorers and ``generation.measurement.metric_importers``
+brings in results computed elsewhere; both write through this module, and the analysis reads
+through it.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _hprune_cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_model_dir(tmp_path_factory) -> Callable[[str], Path]:
-    from generation.toy_models import save_toy_pipeline
+    from generation.store.toy_models import save_toy_pipeline
 
     built: dict[str, Path] = {}
 

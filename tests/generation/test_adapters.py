@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from generation.adapters import BLOCK, get_adapter
-from generation.toy_models import build_flux_transformer, build_sd3_transformer, default_spec
+from generation.store.toy_models import build_flux_transformer, build_sd3_transformer, default_spec
 from hprune.errors import UserError
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import generation.contrib as contrib_module
+import generation.measurement.contrib as contrib_module
 from generation.adapters import BLOCK, get_adapter
-from generation.contrib import journal_path, read_contrib, run_contrib
-from generation.loading import load_transformer
+from generation.measurement.contrib import journal_path, read_contrib, run_contrib
+from generation.store.loading import load_transformer
 from hprune.cli import main
 from hprune.contracts.prompts import Prompt
 from hprune.errors import UserError
@@ -58,9 +58,9 @@ def test_every_block_and_subcomponent_has_a_score_and_a_drop(sd3_contrib, sd35_t
 
 
 def test_whole_block_score_equals_deleting_the_block(sd3_contrib, sd35_toy_dir) -> None:
-    from generation.contrib import render
-    from generation.loading import load_pipeline
-    from generation.scorers import get_scorer
+    from generation.measurement.contrib import render
+    from generation.measurement.scorers import get_scorer
+    from generation.store.loading import load_pipeline
     from hprune.contracts.variants import PipelineOptions
 
     _, result = sd3_contrib
@@ -148,8 +148,8 @@ def test_prompts_are_encoded_once_and_the_scores_stay_identical(
 
 
 def test_latent_mse_scores_final_latents_without_decoding(sd35_toy_dir, tmp_path) -> None:
-    from generation.contrib import render
-    from generation.loading import load_pipeline
+    from generation.measurement.contrib import render
+    from generation.store.loading import load_pipeline
     from hprune.contracts.variants import PipelineOptions
 
     decodes = Counter()

@@ -97,8 +97,8 @@ def reference(world) -> Path:
 def test_distilled_student_learns_keeps_frozen_prefix_and_reloads(world, reference) -> None:
     from diffusers import DiffusionPipeline
 
-    from generation.loading import load_pipeline
     from generation.model_record import read_record
+    from generation.store.loading import load_pipeline
 
     log = json.loads((reference / "distill_log.json").read_text())
     losses = [row["output_kd"] for row in log["losses"]]
@@ -170,7 +170,7 @@ def _block_change(before, after, block: int) -> float:
 
 
 def test_inverse_weighting_moves_sensitive_blocks_less(world, reference) -> None:
-    from generation.loading import model_fingerprint
+    from generation.store.fingerprints import model_fingerprint
 
     contrib = world["root"] / "contrib.json"
     write_contrib(contrib, model_fingerprint(world["teacher"]), {5: 2.0, 6: 0.2, 7: 0.02}, n=8)
@@ -189,18 +189,18 @@ def test_inverse_weighting_moves_sensitive_blocks_less(world, reference) -> None
 def test_the_encoders_are_loaded_only_to_build_the_cache(world, reference, monkeypatch) -> None:
     """With the latent cache built, the teacher's text encoders and VAE (about 10 GB at full
     size) are not loaded; a fresh cache loads them, and encodes exactly what the first did."""
-    import generation.loading as loading
-    from generation.distill.pair import ENCODERS
+    import generation.recipes.distill.pair as pair
+    from generation.recipes.distill.pair import ENCODERS
 
     loaded: list[list[str]] = []
-    real = loading.load_pipeline
+    real = pair.load_pipeline
 
     def spy(*args, **kwargs):
         pipe = real(*args, **kwargs)
         loaded.append(sorted(n for n, c in pipe.components.items() if n in ENCODERS and c))
         return pipe
 
-    monkeypatch.setattr(loading, "load_pipeline", spy)
+    monkeypatch.setattr(pair, "load_pipeline", spy)
     run(world, "cached", "--stop-after", "1")  # the reference run built the cache
     assert loaded == [[]]
     loaded.clear()
@@ -242,8 +242,8 @@ def test_flux_distils_and_reloads(tmp_path, toy_model_dir) -> None:
 
 
 def write_contrib(path: Path, fingerprint: str, drops: dict[int, float], n: int) -> None:
-    """A contrib.json (generation.contrib's format) with chosen block drops for an ``n``-block SD3 model."""
-    from generation.contrib import CONTRIB_FORMAT, CONTRIB_VERSION
+    """A contrib.json (generation.measurement.contrib's format) with chosen block drops for an ``n``-block SD3 model."""
+    from generation.measurement.contrib import CONTRIB_FORMAT, CONTRIB_VERSION
 
     entries = [{"block": i, "component": "block", "drop": drops.get(i, 0.5)} for i in range(n)]
     path.write_text(json.dumps({
@@ -355,12 +355,12 @@ def test_ctrl_c_checkpoints_and_the_run_resumes(world, tmp_path) -> None:
 
 def test_a_student_of_other_shapes_is_refused() -> None:
     """Same family and block counts, but not the teacher's weights' shapes: refused before training."""
-    from generation.adapters import get_adapter
-    from generation.distill.pair import make_pair
-    from generation.model_record import record_for_transformer
-    from generation.pruning import apply_plan, explicit_plan
-    from generation.pruning.surgery import pruned_record
-    from generation.toy_models import ToySpec, build_sd3_transformer
+    from generation.adapters import get_adapter, record_for_transformer
+    from generation.recipes.distill.pair import make_pair
+    from generation.recipes.prune import pruned_record
+    from generation.store.toy_models import ToySpec, build_sd3_transformer
+    from generation.transforms.plan import explicit_plan
+    from generation.transforms.surgery import apply_plan
     from hprune.errors import UserError
 
     teacher = build_sd3_transformer(ToySpec())

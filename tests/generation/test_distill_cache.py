@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.distill import cache as dc
-from generation.distill.data import ImagePolicy, dataset_fingerprint, read_captioned_images
+from generation.recipes.distill import cache as dc
+from generation.recipes.distill.data import ImagePolicy, dataset_fingerprint, read_captioned_images
 from hprune.errors import UserError
 
 
 @pytest.fixture(scope="module")
 def sd3_pipe(toy_model_dir):
-    from generation.loading import load_pipeline
+    from generation.store.loading import load_pipeline
 
     return load_pipeline(toy_model_dir("sd3"))
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from generation.distill import data as dd
-from generation.distill import losses, weighting
+from generation.recipes.distill import data as dd
+from generation.recipes.distill import losses, weighting
 from hprune.errors import UserError
 
 
@@ -224,7 +224,7 @@ def test_parameter_groups_scale_learning_rates() -> None:
 
 
 def test_parse_freeze() -> None:
-    from generation.distill.freeze import FreezeSpec, parse_freeze
+    from generation.recipes.distill.freeze import FreezeSpec, parse_freeze
 
     assert parse_freeze("auto") == FreezeSpec("auto")
     assert parse_freeze("None") == FreezeSpec("none")
@@ -237,7 +237,7 @@ def test_parse_freeze() -> None:
 
 
 def test_frozen_blocks_by_original_index() -> None:
-    from generation.distill.freeze import first_pruned_index, frozen_blocks, parse_freeze
+    from generation.recipes.distill.freeze import first_pruned_index, frozen_blocks, parse_freeze
 
     kept = [0, 1, 2, 3, 6, 7]  # blocks 4 and 5 removed, a subcomponent of 3 removed
     k = first_pruned_index([4, 5], [3])
@@ -253,7 +253,7 @@ def test_frozen_blocks_by_original_index() -> None:
 
 
 def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
-    from generation.distill.freeze import apply_freeze
+    from generation.recipes.distill.freeze import apply_freeze
 
     model = nn.Module()
     model.x_embedder = nn.Linear(2, 2)
@@ -285,7 +285,7 @@ def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
 def test_flux_packing_matches_the_diffusers_pipeline() -> None:
     from diffusers import FluxPipeline
 
-    from generation.distill import encoding
+    from generation.adapters import encoding
 
     x = torch.randn(2, 4, 6, 8)
     packed = encoding.pack_latents(x)
@@ -299,7 +299,7 @@ def test_flux_packing_matches_the_diffusers_pipeline() -> None:
 
 
 def test_sample_stream_is_stateless_epoch_permutations() -> None:
-    from generation.distill.trainer import sample_indices, step_seed
+    from generation.recipes.distill.sampling import sample_indices, step_seed
 
     stream = sample_indices(7, 10, 0, 30)
     assert [sorted(stream[e * 10 : e * 10 + 10]) for e in range(3)] == [list(range(10))] * 3

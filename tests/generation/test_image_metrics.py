@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.image_metrics import image_array, mse, psnr, ssim, ssim_map
+from generation.measurement.image_metrics import image_array, mse, psnr, ssim, ssim_map
 
 
 def gaussian_window(sigma: float = 1.5, radius: int = 5) -> np.ndarray:

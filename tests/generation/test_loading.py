@@ -8,13 +8,8 @@ import shutil
 import pytest
 import torch
 
-from generation.loading import (
-    file_sha256,
-    is_hub_id,
-    load_pipeline,
-    load_transformer,
-    model_fingerprint,
-)
+from generation.store.fingerprints import file_sha256, model_fingerprint
+from generation.store.loading import is_hub_id, load_pipeline, load_transformer
 from hprune.errors import UserError
 
 
@@ -35,7 +30,7 @@ def test_loading_and_rendering_are_quiet(sd3_toy_dir, capfd) -> None:
     """No deprecation warning, no library progress bars around hprune's own."""
     import warnings
 
-    from generation.contrib import render
+    from generation.measurement.contrib import render
     from hprune.contracts.variants import PipelineOptions
 
     capfd.readouterr()

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from generation.metric_importers import geneval_summary, import_geneval, import_scores
+from generation.measurement.metric_importers import geneval_summary, import_geneval, import_scores
 from hprune.contracts.manifest import ManifestRow
 from hprune.contracts.metrics import read_metric_infos, read_metrics, write_metrics
 from hprune.errors import UserError

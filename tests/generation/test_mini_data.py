@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageFilter
 
-from generation.mini import shapes
-from generation.mini.geneval import (
+from generation.mini import EVALUATION_PROMPTS
+from generation.shapes_world import shapes
+from generation.shapes_world.geneval import (
     detect,
     evaluate,
     evaluate_image,
@@ -131,10 +132,10 @@ def test_unknown_prompt_without_clauses_is_refused() -> None:
 
 
 def test_shipped_heldout_prompts_load_with_the_prompt_reader() -> None:
-    prompts = read_prompts(shapes.EVALUATION_PROMPTS)
+    prompts = read_prompts(EVALUATION_PROMPTS)
     assert [p.metadata["tag"] for p in prompts] == [p.category for p in prompts]
     assert {p.category for p in prompts} == set(shapes.CATEGORIES)
-    rows = [json.loads(line) for line in shapes.EVALUATION_PROMPTS.read_text().splitlines()]
+    rows = [json.loads(line) for line in EVALUATION_PROMPTS.read_text().splitlines()]
     assert rows == shapes.evaluation_prompts(0)
     heldout = {p.text for p in prompts if p.category == "color_attr"}
     trained = {row["prompt"] for row in shapes.training_prompts(0)["color_attr"]}
@@ -169,7 +170,7 @@ def test_mini_data_command_writes_images_captions_and_heldout_prompts(tmp_path) 
 
 
 def test_mini_geneval_scorer_is_registered_and_scores_ground_truth(samples) -> None:
-    from generation.scorers import available_scorers, get_scorer
+    from generation.measurement.scorers import available_scorers, get_scorer
     from hprune.contracts.prompts import Prompt
     from hprune.errors import UserError
 

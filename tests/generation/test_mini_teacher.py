@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from generation.mini import shapes, teacher
+from generation.mini import EVALUATION_PROMPTS, teacher
 from generation.mini.benchmark import evaluate_pipeline
 from hprune.cli import main
 from hprune.contracts.prompts import read_prompts
@@ -22,12 +22,12 @@ TEST_STEPS = 8
 
 @pytest.fixture(scope="module")
 def twelve_prompts():
-    return read_prompts(shapes.EVALUATION_PROMPTS, per_category=2, seed=0)
+    return read_prompts(EVALUATION_PROMPTS, per_category=2, seed=0)
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    from generation.loading import load_pipeline
+    from generation.store.loading import load_pipeline
 
     return load_pipeline(teacher.TEACHER_DIR)
 
@@ -94,7 +94,7 @@ def test_render_score_and_mini_eval_agree_on_a_stimuli_folder(tmp_path, twelve_p
 
 def test_mini_eval_renders_a_model_and_writes_geneval_results(tmp_path, twelve_prompts) -> None:
     prompts = tmp_path / "two.jsonl"
-    lines = shapes.EVALUATION_PROMPTS.read_text().splitlines()
+    lines = EVALUATION_PROMPTS.read_text().splitlines()
     prompts.write_text("\n".join([lines[0], lines[-1]]) + "\n")
     out = tmp_path / "geneval"
     result = CliRunner().invoke(

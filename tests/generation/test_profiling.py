@@ -9,7 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from generation import profiling
+from generation.measurement.profiling.memory import peak_memory
+from generation.store.architectures import build_from_config, read_arch_config
+from generation.transforms.footprint import (
+    expected_bytes,
+    linear_parameter_fraction,
+    parameter_count,
+)
 from hprune.cli import main
 
 GB = 1e9
@@ -38,34 +44,34 @@ def arch_dir(shared_data):
 
 
 def meta_model(arch_dir, name):
-    return profiling.build_from_config(profiling.read_arch_config(arch_dir / f"{name}.json"))
+    return build_from_config(read_arch_config(arch_dir / f"{name}.json"))
 
 
 @pytest.mark.parametrize(("name", "billions"), FULL_SIZE)
 def test_full_size_parameter_counts_match_the_configs(arch_dir, name, billions):
     model = meta_model(arch_dir, name)
     assert all(p.device.type == "meta" for p in model.parameters())
-    assert round(profiling.parameter_count(model) / 1e9, 2) == billions
+    assert round(parameter_count(model) / 1e9, 2) == billions
     # quantisation reaches nearly everything: the Linear layers hold > 99.9% of the weights
-    assert profiling.linear_parameter_fraction(model) > 0.999
+    assert linear_parameter_fraction(model) > 0.999
 
 
 def test_bf16_bytes_equal_the_published_checkpoint_size(arch_dir):
     """The SD3.5 Large (Turbo) transformer's safetensors index states total_size 16292561536
     (SOURCE.md): the bf16 parameters plus the stored positional-embedding buffer."""
     model = meta_model(arch_dir, "stable-diffusion-3.5-large-turbo")
-    stored = profiling.expected_bytes(model, None, torch.bfloat16)
+    stored = expected_bytes(model, None, torch.bfloat16)
     assert stored.total == 16_292_561_536
-    assert stored.weights == 2 * profiling.parameter_count(model)
+    assert stored.weights == 2 * parameter_count(model)
     assert stored.buffers == 2 * 192 * 192 * 2432  # pos_embed: max 192x192 patches x width
 
 
 def test_nf4_is_under_30_percent_of_bf16_at_full_size(arch_dir):
     for name, _ in FULL_SIZE:
         model = meta_model(arch_dir, name)
-        bf16 = profiling.expected_bytes(model, None).weights
-        nf4 = profiling.expected_bytes(model, "nf4").weights
-        assert profiling.linear_parameter_fraction(model) >= 0.95
+        bf16 = expected_bytes(model, None).weights
+        nf4 = expected_bytes(model, "nf4").weights
+        assert linear_parameter_fraction(model) >= 0.95
         assert nf4 <= 0.30 * bf16, name
 
 
@@ -82,10 +88,10 @@ def test_paper_cut_plus_nf4_comes_near_the_papers_3_56_gb(arch_dir):
     cut = meta_model(arch_dir, "stable-diffusion-3.5-large-turbo")
     get_adapter(cut).remove_blocks(PAPER_CUT_20)
     assert cut.config.num_layers == 30
-    kept = profiling.parameter_count(cut) / profiling.parameter_count(full)
+    kept = parameter_count(cut) / parameter_count(full)
     assert 0.78 < kept < 0.80  # "about 20%" of the parameters removed
-    bf16 = profiling.expected_bytes(full, None)
-    nf4 = profiling.expected_bytes(cut, "nf4")
+    bf16 = expected_bytes(full, None)
+    nf4 = expected_bytes(cut, "nf4")
     assert abs(nf4.weights / GB - 3.56) / 3.56 < 0.02
     assert abs(nf4.weights / bf16.weights - 0.225) < 0.01
     assert abs(nf4.total / GIB - 3.56) / 3.56 < 0.03
@@ -94,7 +100,7 @@ def test_paper_cut_plus_nf4_comes_near_the_papers_3_56_gb(arch_dir):
 
 def test_cpu_peak_memory_sees_torch_allocations():
     """The CPU method replays the allocator: 8 MB live at once, then 4 MB -> peak 8 MB."""
-    with profiling.peak_memory("cpu") as peak:
+    with peak_memory("cpu") as peak:
         a = torch.ones(2_000_000)  # 8 MB
         b = a * 2  # 8 MB more while a is alive -> 16 MB
         del a, b
@@ -106,7 +112,7 @@ def test_cpu_peak_memory_sees_torch_allocations():
 
 def test_cpu_peak_memory_counts_resident_modules():
     layer = torch.nn.Linear(100, 100)
-    with profiling.peak_memory("cpu", layer) as peak:
+    with peak_memory("cpu", layer) as peak:
         layer(torch.ones(1, 100))
     assert peak.start_bytes == (100 * 100 + 100) * 4
     assert peak.total_bytes > peak.start_bytes

@@ -10,12 +10,15 @@ import torch
 from click.testing import CliRunner
 
 from generation.adapters import BLOCK, get_adapter
-from generation.contrib import Contribution
-from generation.loading import load_pipeline, load_transformer, model_fingerprint
+from generation.measurement.contrib import Contribution
 from generation.model_record import read_record
-from generation.pruning import bk_sdm_plan, explicit_plan, hpp_plan, koala_plan, prune_model
-from generation.pruning.plan import WEIGHTINGS, exp_decay, parse_removal
-from generation.toy_models import build_sd3_transformer, default_spec
+from generation.planning import bk_sdm_plan, hpp_plan, koala_plan
+from generation.planning.hpp import WEIGHTINGS, exp_decay
+from generation.recipes.prune import prune_model
+from generation.store.fingerprints import model_fingerprint
+from generation.store.loading import load_pipeline, load_transformer
+from generation.store.toy_models import build_sd3_transformer, default_spec
+from generation.transforms.plan import explicit_plan, parse_removal
 from hprune.cli import main
 from hprune.errors import UserError
 
@@ -340,7 +343,7 @@ def test_pruned_pipeline_renders_the_same_image_with_either_loader(toy_model_dir
 
 @pytest.fixture(scope="module")
 def contrib_file(sd3_toy_dir, tmp_path_factory):
-    from generation.contrib import run_contrib
+    from generation.measurement.contrib import run_contrib
     from hprune.contracts.prompts import Prompt
 
     out = tmp_path_factory.mktemp("prune-contrib") / "contrib.json"

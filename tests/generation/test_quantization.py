@@ -13,10 +13,18 @@ import torch
 from bitsandbytes.functional import has_avx512bf16
 from click.testing import CliRunner
 
-from generation import profiling, quantization
-from generation.distill.encoding import predict_velocity
-from generation.loading import load_pipeline, load_transformer
+from generation.adapters.encoding import predict_velocity
+from generation.measurement.profiling.command import run_profile
 from generation.model_record import read_record
+from generation.store import quantized
+from generation.store.loading import load_pipeline, load_transformer
+from generation.transforms import quantization
+from generation.transforms.footprint import (
+    linear_parameter_fraction,
+    parameter_count,
+    stored_bytes,
+    tensor_bytes,
+)
 from hprune.cli import main
 from hprune.errors import UserError
 
@@ -102,7 +110,7 @@ def test_quantized_transformer_is_close_to_the_original(toy_model_dir, arch):
         linears = [m for m in original.modules() if isinstance(m, torch.nn.Linear)]
         assert len(spec.modules) == len(linears)
         assert not list(quantization.quantizable_linears(model))  # every nn.Linear replaced
-        assert profiling.parameter_count(model) == profiling.parameter_count(original)
+        assert parameter_count(model) == parameter_count(original)
         error = relative_error(run(model, inputs), reference)
         assert 0 < error < OUTPUT_TOLERANCE[scheme], (scheme, error)
 
@@ -182,7 +190,7 @@ def test_stored_layout_matches_the_meta_device_prediction(toy_model_dir):
 def wide_transformer(dtype):
     """An SD3 transformer wide enough for bnb's AVX512-BF16 CPU kernel (width 256) and with
     realistic layer sizes: the Linear layers hold > 95% of the parameters."""
-    from generation.toy_models import ToySpec, build_sd3_transformer
+    from generation.store.toy_models import ToySpec, build_sd3_transformer
 
     torch.manual_seed(0)
     spec = ToySpec(num_layers=2, num_attention_heads=4, attention_head_dim=64, t5_d_model=256)
@@ -195,19 +203,19 @@ def test_nf4_weights_are_at_most_30_percent_of_bf16(tmp_path):
     from safetensors.torch import load_file
 
     model = wide_transformer(torch.bfloat16)
-    assert profiling.linear_parameter_fraction(model) >= 0.95
+    assert linear_parameter_fraction(model) >= 0.95
     buffers = {name for name, _ in model.named_buffers()}
     model.save_pretrained(tmp_path / "bf16")
     quantization.quantize_transformer(model, "nf4", progress=False)
-    quantization.save_quantized_transformer(model, tmp_path / "nf4")
+    quantized.save_quantized_transformer(model, tmp_path / "nf4")
 
     def weight_bytes(directory):
-        state = load_file(directory / quantization.WEIGHTS_FILE)
-        return profiling.tensor_bytes({k: v for k, v in state.items() if k not in buffers})
+        state = load_file(directory / quantized.WEIGHTS_FILE)
+        return tensor_bytes({k: v for k, v in state.items() if k not in buffers})
 
     bf16, nf4 = weight_bytes(tmp_path / "bf16"), weight_bytes(tmp_path / "nf4")
     assert nf4 <= 0.30 * bf16, nf4 / bf16
-    assert nf4 == profiling.stored_bytes(model).weights
+    assert nf4 == stored_bytes(model).weights
 
 
 def quant_states(model):
@@ -218,7 +226,7 @@ def test_cpu_kernel_layout_survives_saving(tmp_path):
     """bitsandbytes repacks bf16 4-bit weights for its AVX512-BF16 CPU kernel on the first
     call; its own state_dict() then leaves the scales transposed, which corrupts both the
     saved file and the in-memory layer. quantized_state_dict() must give the exact state."""
-    from generation.model_record import record_for_transformer
+    from generation.adapters import record_for_transformer
 
     model = wide_transformer(torch.bfloat16)
     record = record_for_transformer(model)
@@ -227,10 +235,10 @@ def test_cpu_kernel_layout_survives_saving(tmp_path):
     first = run(model, inputs)  # repacks where the CPU has the kernel
     if has_avx512bf16():
         assert any(getattr(s, "packing_format_for_cpu", False) for s in quant_states(model))
-    quantization.save_quantized_transformer(model, tmp_path)
+    quantized.save_quantized_transformer(model, tmp_path)
     assert torch.equal(run(model, inputs), first)  # saving did not change the layer
     record.quantization = model.hprune_quantization.to_dict()
-    reloaded = quantization.load_quantized_transformer(tmp_path, record)
+    reloaded = quantized.load_quantized_transformer(tmp_path, record)
     assert torch.equal(run(reloaded, inputs), first)
 
 
@@ -257,7 +265,7 @@ def test_quantize_refuses_meta_and_quantised_models(toy_model_dir):
 
 
 def _corrupt_weights(directory):
-    path = directory / "transformer" / quantization.WEIGHTS_FILE
+    path = directory / "transformer" / quantized.WEIGHTS_FILE
     path.unlink()  # the source's file may be a hard link shared with other tests
     path.write_bytes(b"\x00" * 64)
 
@@ -321,7 +329,7 @@ def test_corrupt_quantised_weights_are_one_line(quantized_dirs, tmp_path):
 
 
 def test_profile_of_a_quantised_model(toy_model_dir, quantized_dirs, tmp_path):
-    report = profiling.run_profile(
+    report = run_profile(
         model=str(quantized_dirs("flux")),
         arch_config=None,
         out=tmp_path / "p.json",
@@ -331,5 +339,5 @@ def test_profile_of_a_quantised_model(toy_model_dir, quantized_dirs, tmp_path):
     )
     original = load_transformer(toy_model_dir("flux"))
     assert report["quantization"] == "nf4"
-    assert report["parameters"] == profiling.parameter_count(original)
-    assert report["weights_bytes"] < profiling.stored_bytes(original).weights / 4
+    assert report["parameters"] == parameter_count(original)
+    assert report["weights_bytes"] < stored_bytes(original).weights / 4

@@ -103,7 +103,7 @@ def setup(tmp_path_factory, sd3_toy_dir, flux_toy_dir):
 @pytest.fixture(scope="module")
 def rendered(setup):
     """One complete set, rendered once for the module; tests copy it before changing anything."""
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
 
     folder, variants_file, prompts_file = setup
     out = folder / "stimuli"
@@ -140,8 +140,8 @@ def test_identical_variants_render_identical_images(rendered):
 
 
 def test_initial_noise_depends_only_on_the_seed(sd3_toy_dir, flux_toy_dir):
-    from generation.loading import load_pipeline
-    from generation.rendering import initial_latents
+    from generation.measurement.rendering.batches import initial_latents
+    from generation.store.loading import load_pipeline
 
     for directory, shape in ((sd3_toy_dir, (4, 4, 4)), (flux_toy_dir, (4, 16))):
         pipe = load_pipeline(directory)
@@ -153,7 +153,7 @@ def test_initial_noise_depends_only_on_the_seed(sd3_toy_dir, flux_toy_dir):
 
 
 def test_manifest_rows_match_files_and_say_nothing_in_names_or_chunks(rendered, sd3_toy_dir):
-    from generation.loading import model_fingerprint
+    from generation.store.fingerprints import model_fingerprint
 
     assert tuple((rendered / "manifest.csv").read_text().splitlines()[0].split(",")) == COLUMNS
     rows = verify_manifest(rendered)
@@ -176,14 +176,14 @@ def test_manifest_rows_match_files_and_say_nothing_in_names_or_chunks(rendered, 
 
 
 def test_interrupted_render_resumes_without_duplicates(setup, tmp_path, monkeypatch):
-    from generation import rendering
+    from generation.measurement.rendering import stimuli
 
     _, variants_file, prompts_file = setup
     variants = read_variants(variants_file)[:1]
     prompts = read_prompts(prompts_file)
     seeds = [0, 1, 2, 3]
     out = tmp_path / "stimuli"
-    real_append = rendering._append_journal
+    real_append = stimuli.append_journal
     calls = {"n": 0}
 
     def crash_on_third(journal, row):
@@ -192,26 +192,26 @@ def test_interrupted_render_resumes_without_duplicates(setup, tmp_path, monkeypa
             raise KeyboardInterrupt
         real_append(journal, row)
 
-    monkeypatch.setattr(rendering, "_append_journal", crash_on_third)
+    monkeypatch.setattr(stimuli, "append_journal", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        rendering.render_stimuli(variants, prompts, seeds, out, progress=False)
+        stimuli.render_stimuli(variants, prompts, seeds, out, progress=False)
     first = {row.item: row for row in verify_manifest(out)}  # the orphan image is gone
     assert len(first) == 2 and read_render_info(out)["complete"] is False
 
-    monkeypatch.setattr(rendering, "_append_journal", real_append)
-    summary = rendering.render_stimuli(variants, prompts, seeds, out, progress=False)
+    monkeypatch.setattr(stimuli, "append_journal", real_append)
+    summary = stimuli.render_stimuli(variants, prompts, seeds, out, progress=False)
     assert (summary.already_done, summary.rendered, summary.complete) == (2, 2, True)
     rows = verify_manifest(out)
     assert len(rows) == 4 and len({row.item for row in rows}) == 4
     assert all(row in rows for row in first.values())  # kept as they were: same ids, bytes, times
-    again = rendering.render_stimuli(variants, prompts, seeds, out, progress=False)
+    again = stimuli.render_stimuli(variants, prompts, seeds, out, progress=False)
     assert again.rendered == 0 and read_manifest(out) == rows
 
 
 def test_changed_variant_or_weights_are_refused_then_forced(
     setup, rendered, tmp_path, sd3_toy_dir, flux_toy_dir
 ):
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
 
     _, _, prompts_file = setup
     prompts = read_prompts(prompts_file)
@@ -231,7 +231,7 @@ def test_changed_variant_or_weights_are_refused_then_forced(
 
 def test_changed_model_weights_are_refused(setup, tmp_path, sd3_toy_dir):
     """Same variants.yaml, same model path, different files: the model fingerprint tells."""
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
 
     _, _, prompts_file = setup
     model = tmp_path / "model"
@@ -302,7 +302,7 @@ def test_bad_input_is_one_line_and_leaves_the_set_alone(
 
 
 def test_a_failed_first_run_leaves_no_folder(setup, tmp_path):
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
 
     _, variants_file, prompts_file = setup
     variants = read_variants(variants_file)
@@ -322,7 +322,7 @@ def test_a_failed_first_run_leaves_no_folder(setup, tmp_path):
 
 
 def test_parse_seeds():
-    from generation.rendering import parse_seeds
+    from generation.measurement.rendering.stimuli import parse_seeds
 
     assert parse_seeds("0-3") == [0, 1, 2, 3]
     assert parse_seeds("7, 0,2-3,2") == [0, 2, 3, 7]
@@ -365,7 +365,7 @@ def test_sharded_render_over_two_processes_equals_one_process(setup, rendered, t
 
 def test_pruned_and_quantised_models_are_variants(sd3_toy_dir, tmp_path):
     """Models written by ``hprune prune`` and ``hprune quantize``, and a variant quantised on load."""
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
 
     pruned, nf4 = tmp_path / "pruned", tmp_path / "pruned-nf4"
     for args in (

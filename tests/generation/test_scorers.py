@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.scorers import Scorer, available_scorers, get_scorer, register_scorer
+from generation.measurement.scorers import Scorer, available_scorers, get_scorer, register_scorer
 from hprune.contracts.prompts import Prompt
 from hprune.errors import UserError
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from generation.image_metrics import image_array, psnr, ssim
+from generation.measurement.image_metrics import image_array, psnr, ssim
 from hprune.cli import main as cli
 from hprune.contracts.manifest import read_manifest
 from hprune.contracts.metrics import read_metric_infos, read_metrics
@@ -24,7 +24,7 @@ SEEDS = [0, 1]
 @pytest.fixture(scope="module")
 def stimuli(tmp_path_factory, sd3_toy_dir, shared_data) -> Path:
     """original (reference), an identical copy, and a 1-step variant; GenEval's first prompt, two seeds."""
-    from generation.rendering import render_stimuli
+    from generation.measurement.rendering.stimuli import render_stimuli
     from hprune.contracts.prompts import read_prompts
     from hprune.contracts.variants import read_variants
 
@@ -139,7 +139,7 @@ def test_score_needs_a_reference_and_an_honest_folder(stimuli, tmp_path):
     )
     assert "unknown scorer 'nonsense'" in line
 
-    from generation.scoring import score_stimuli
+    from generation.measurement.scoring import score_stimuli
     from hprune.errors import UserError
 
     with pytest.raises(UserError, match=r"scores final latents.*'hprune contrib'"):
@@ -182,8 +182,8 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from generation.tokenizers import build_clip_tokenizer
-    from generation.toy_models import TOY_WORDS
+    from generation.store.tokenizers import build_clip_tokenizer
+    from generation.store.toy_models import TOY_WORDS
 
     tokenizer = build_clip_tokenizer(TOY_WORDS)
     text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from generation.tokenizers import build_clip_tokenizer, build_t5_tokenizer, clip_bpe_tables
+from generation.store.tokenizers import build_clip_tokenizer, build_t5_tokenizer, clip_bpe_tables
 from hprune.cli import main
 
 WORDS = ["red", "green", "blue", "bluegreen", "circle", "circles", "triangle", "tri", "a", "of"]
@@ -44,7 +44,7 @@ def test_bpe_tables_are_deterministic_and_tuples() -> None:
 def test_toy_pipeline_loads_with_plain_diffusers_and_renders_64px_in_2_steps(arch, toy_model_dir):
     from diffusers import DiffusionPipeline
 
-    from generation.toy_models import build_toy_pipeline
+    from generation.store.toy_models import build_toy_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(toy_model_dir(arch))
     pipe.set_progress_bar_config(disable=True)
@@ -66,7 +66,7 @@ def test_toy_pipeline_loads_with_plain_diffusers_and_renders_64px_in_2_steps(arc
 
 def test_toy_architectures_have_the_documented_layout(toy_model_dir) -> None:
     from generation.adapters import get_adapter
-    from generation.loading import load_transformer
+    from generation.store.loading import load_transformer
 
     sd3 = get_adapter(load_transformer(toy_model_dir("sd3")))
     sd35 = get_adapter(load_transformer(toy_model_dir("sd35")))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from generation.mini.shapes import EVALUATION_PROMPTS
+from generation.mini import EVALUATION_PROMPTS
 from hprune.contracts.manifest import verify_manifest
 from hprune.contracts.prompts import read_prompts
 from study.importer import import_study

@@ -1,0 +1,88 @@
+"""Pruning a model folder: plan, apply, and write a self-describing pruned model.
+
+The output is the layout ``generation.store.saving`` describes, plus
+``transformer/hprune_record.json`` listing the kept original block indices,
+the removed blocks and subcomponents (original indices), the plan and the
+parent model's fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from generation.adapters import ModelAdapter, get_adapter, record_for_transformer
+from generation.model_record import ModelRecord, read_record, write_record
+from generation.store.fingerprints import model_fingerprint
+from generation.store.loading import load_transformer, resolve_model_dir, transformer_dir
+from generation.store.saving import link_tree, save_transformer
+from generation.transforms.plan import PrunePlan
+from generation.transforms.surgery import apply_plan
+from hprune.errors import UserError
+from hprune.fileio import atomic_output_dir
+
+
+def pruned_record(
+    base: ModelRecord, plan: PrunePlan, kept_before: list[int], *, parent_fingerprint: str
+) -> ModelRecord:
+    """The record of the pruned model, in original indices, with the plan and a history entry."""
+    original = base.kept_blocks  # original index of each block of the input model
+    kept = [original[i] for i in kept_before]
+    removed_now = {original[i] for i in plan.block_indices()}
+    subcomponents = [e for e in base.removed_subcomponents if e["block"] in kept] + [
+        {"block": original[i], "component": c} for i, c in plan.component_parts()
+    ]
+    plan_json = plan.to_json()
+    for entry in plan_json["removed_blocks"] + plan_json["removed_subcomponents"]:
+        entry["original_block"] = original[entry["block"]]
+    record = dataclasses.replace(
+        base,
+        kept_blocks=kept,
+        removed_blocks=sorted(set(base.removed_blocks) | removed_now),
+        removed_subcomponents=subcomponents,
+        pruning=plan_json,
+        parent_fingerprint=parent_fingerprint,
+    )
+    return record.with_history(
+        "prune", method=plan.method, budget=plan.budget, kept_fraction=round(plan.kept_fraction, 6)
+    )
+
+
+def prune_model(
+    model: str | Path,
+    out: str | Path,
+    make_plan: Callable[[ModelAdapter, int], PrunePlan],
+    *,
+    overwrite: bool = False,
+):
+    """Load ``model``, plan with ``make_plan(adapter, original_parameters)``, apply, write ``out``.
+
+    Returns ``(plan, pruned transformer in memory)``.
+    """
+    source = resolve_model_dir(model)
+    out = Path(out)
+    if out.resolve() == source.resolve():
+        raise UserError("the output directory must differ from the input model")
+    source_transformer = transformer_dir(source)
+    record = read_record(source_transformer)
+    if record is not None and record.quantization:
+        raise UserError(f"{model} is quantised; prune the unquantised model, then quantise")
+    if out.exists() and not overwrite:
+        raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
+    transformer = load_transformer(source)
+    adapter = get_adapter(transformer)
+    base = record or record_for_transformer(transformer)
+    plan = make_plan(adapter, base.original_parameters)
+    kept_before = apply_plan(adapter, plan)
+    new_record = pruned_record(
+        base, plan, kept_before, parent_fingerprint=model_fingerprint(source)
+    )
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        if source_transformer == source:  # a transformer directory on its own
+            save_transformer(transformer, tmp)
+        else:
+            link_tree(source, tmp, skip={"transformer"})
+            save_transformer(transformer, tmp / "transformer")
+        write_record(tmp, new_record)
+    return plan, transformer
