@@ -24,9 +24,14 @@ from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from study.db import Database
+from study.blueprints import admin, api, participant
+from study.flask_db import get_db, init_app
+from study.flow import FlowError
 
 REPO_INSTANCE = Path(__file__).resolve().parents[1] / "instance"
 SECRET_KEY_FILE = "secret_key"
@@ -83,15 +88,10 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     hops = int(os.environ.get("HPRUNE_PROXY_HOPS") or 0)
     if hops:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    app.extensions["hprune_db"] = Database(app.config["DATABASE_URL"])
+    init_app(app)
     csrf.init_app(app)
-
-    from study.blueprints import admin, api, participant
-
     app.register_blueprint(participant.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
@@ -105,9 +105,6 @@ def create_app(overrides: dict | None = None) -> Flask:
     @app.get("/healthz")
     def healthz():
         """200 ``{"ok": true}`` while the database answers, else 503 (docs/study-api.md)."""
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             with get_db(app).read() as db:
                 db.execute(text("SELECT 1"))
@@ -117,12 +114,6 @@ def create_app(overrides: dict | None = None) -> Flask:
         return jsonify(ok=True)
 
     return app
-
-
-def get_db(app: Flask | None = None) -> Database:
-    from flask import current_app
-
-    return (app or current_app).extensions["hprune_db"]
 
 
 def wants_json() -> bool:
@@ -147,8 +138,6 @@ GENERIC = {
 
 
 def _register_errors(app: Flask) -> None:
-    from study.flow import FlowError
-
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
         return error_response(400, exc.description)

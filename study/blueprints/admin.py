@@ -27,8 +27,8 @@ from wtforms.validators import DataRequired, Length, Regexp
 
 from hprune.contracts.responses import write_responses
 from study import admins, dashboard
-from study.app import get_db
 from study.export import frame_from_session
+from study.flask_db import get_db
 from study.models import Admin, Study, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -13,9 +13,9 @@ import re
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
 
-from study.app import get_db
 from study.blueprints.common import load_participant, phase_url
 from study.catalogue import Catalogue, catalogue
+from study.flask_db import get_db
 from study.flow import (
     FlowError,
     ParticipantRow,

@@ -21,9 +21,9 @@ from flask import (
 )
 from sqlalchemy import select
 
-from study.app import get_db
 from study.blueprints.common import load_participant, load_study, phase_url, remember
 from study.catalogue import catalogue
+from study.flask_db import get_db
 from study.flow import (
     FlowError,
     enter,
