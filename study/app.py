@@ -31,7 +31,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from study.blueprints import admin, api, participant
 from study.flask_db import get_db, init_app
-from study.flow import FlowError
+from study.flow.errors import FlowError
 
 REPO_INSTANCE = Path(__file__).resolve().parents[1] / "instance"
 SECRET_KEY_FILE = "secret_key"

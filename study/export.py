@@ -24,7 +24,7 @@ from hprune.contracts.responses import COLUMNS, EXPORT_FILES, write_responses
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
 from study.db import Database, open_database
-from study.flow import MOBILE_UA
+from study.flow.lifecycle import MOBILE_UA
 from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Trial
 from study.spec import StudySpec
 

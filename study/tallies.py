@@ -9,8 +9,8 @@ Two small tables replace a grouped scan over every trial of the study at each as
 
 They count the main trials (kinds pair and rating) that have images, of every participant who
 has not dropped out. A participant who fails the attention checks or times out is subtracted
-when that happens (``study.flow.finish``), so their tasks go back to the pool. Each count
-changes in the transaction that changes what it counts. Lock order: assignments and
+when that happens (``study.flow.lifecycle.finish``), so their tasks go back to the pool. Each
+count changes in the transaction that changes what it counts. Lock order: assignments and
 subtractions hold the study row lock; an answer adds to one pair row, after the study lock
 when its transaction takes that too, so tally rows are never waited for in two orders.
 """
@@ -36,7 +36,7 @@ PAIR_KEY = ("study_id", "criterion", "variant_a", "variant_b")
 CELL_KEY = (*PAIR_KEY, "prompt_id", "seed")
 PAIR_COUNTS = ("assigned", "a_left", "a_wins", "b_wins", "ties")
 
-# Built once (see study.flow): the statements an assignment or an answer runs.
+# Built once (see study.flow.rows): the statements an assignment or an answer runs.
 _of_criterion = (
     TallyCell.study_id == bindparam("study_id"),
     TallyCell.criterion == bindparam("criterion"),

@@ -16,18 +16,11 @@ from flask_wtf.csrf import generate_csrf
 from study.blueprints.common import load_participant, phase_url
 from study.catalogue import Catalogue, catalogue
 from study.flask_db import get_db
-from study.flow import (
-    FlowError,
-    ParticipantRow,
-    Submitted,
-    TrialRow,
-    complete,
-    current_trial,
-    following,
-    load_trials,
-    progress,
-    record_answer,
-)
+from study.flow.answering import Submitted, record_answer
+from study.flow.errors import FlowError
+from study.flow.lifecycle import complete
+from study.flow.rows import ParticipantRow, TrialRow, load_trials
+from study.flow.trials import current_trial, following, progress
 
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 

@@ -8,9 +8,11 @@ from flask import session, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from study import flow
 from study.catalogue import study_id_of
-from study.flow import FlowError, ParticipantRow, expire_if_late
+from study.flow import rows
+from study.flow.errors import FlowError
+from study.flow.lifecycle import expire_if_late
+from study.flow.rows import ParticipantRow
 from study.models import Participant, Study
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,32}$")
@@ -49,7 +51,7 @@ def load_participant(db: Session, key: str) -> ParticipantRow:
     public_id = session.get("p", {}).get(key)
     participant = None
     if isinstance(public_id, str):
-        participant = flow.load_participant(db, study_id, public_id)
+        participant = rows.load_participant(db, study_id, public_id)
     if participant is None:
         raise FlowError(403, "Your session has not started: please open the study link again.")
     expire_if_late(db, participant)

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from study.blueprints.common import load_participant, load_study, phase_url, remember
 from study.catalogue import catalogue
 from study.flask_db import get_db
-from study.flow import (
-    FlowError,
+from study.flow.errors import FlowError
+from study.flow.lifecycle import (
     enter,
     finish_instructions,
     give_consent,
