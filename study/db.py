@@ -144,9 +144,14 @@ def _reason(exc: DBAPIError) -> str:
 
 
 def migrations_dir() -> Path:
-    import migrations
-
-    return Path(migrations.__file__).parent
+    """The Alembic folder: the ``migrations`` package installed beside ``study`` (both ship in
+    one distribution). Found by path, not imported: the migrations import study, never the other
+    way round, and a ``migrations`` folder elsewhere on ``sys.path`` (a user's working folder)
+    is never taken for ours."""
+    path = Path(__file__).resolve().parents[1] / "migrations"
+    if not (path / "env.py").is_file():
+        raise UserError(f"the study's database migrations are missing: no {path / 'env.py'}")
+    return path
 
 
 def alembic_config(url: str):
