@@ -1,7 +1,7 @@
 """Active vs balanced pair scheduling: comparisons needed to recover the true ranking, and speed.
 
 Simulated studies run in-process (no HTTP, no database): participants with known Bradley-Terry
-preferences (study.simulate.Observer: participant noise, position bias, lapses) answer what the
+preferences (study.simulate.observer.Observer: participant noise, position bias, lapses) answer what the
 scheduler assigns. ``--concurrent`` participants are mid-trial at any moment, so the active
 scheduler sees that many unanswered assignments (as pending comparisons), as it would on a server.
 Balanced assigns each participant's whole list when they start (as the app does); active is asked
@@ -27,7 +27,7 @@ from scipy.stats import kendalltau
 
 from study.scheduling import PairTask, SchedulingState, get_scheduler
 from study.scheduling.posterior import thurstone_posterior
-from study.simulate import Observer, Preferences
+from study.simulate.observer import Observer, Preferences
 
 
 def simulate_study(

@@ -193,7 +193,9 @@ def check_database(url: str, study_name: str, report) -> dict:
 def study_load(database: str, args, workdir: Path) -> dict:
     from study.db import Database, upgrade
     from study.importer import import_study
-    from study.simulate import Preferences, StimulusOracle, run_simulation
+    from study.simulate.driver import run_simulation
+    from study.simulate.observer import Preferences
+    from study.simulate.oracle import StimulusOracle
     from study.spec import parse_spec
 
     with contextlib.ExitStack() as stack:

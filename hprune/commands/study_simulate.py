@@ -101,7 +101,9 @@ def simulate(
 
     from hprune.commands.study import _database_url, _require_current, _safe
     from hprune.fileio import atomic_write_text
-    from study.simulate import Preferences, StimulusOracle, run_simulation
+    from study.simulate.driver import run_simulation
+    from study.simulate.observer import Preferences
+    from study.simulate.oracle import StimulusOracle
 
     db_url = _database_url()
     _require_current(db_url)

@@ -11,7 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from hprune.cli import main
-from study.simulate import Observer, Preferences, StimulusOracle, run_simulation
+from study.simulate.driver import run_simulation
+from study.simulate.observer import Observer, Preferences
+from study.simulate.oracle import StimulusOracle
 from tests.study.conftest import VARIANTS, serve_in_thread
 
 TRUTH = {"original": 0.0, "hpp-20": -1.0, "koala": -2.0, "bk-sdm": -3.0}
