@@ -3,13 +3,14 @@
 Configuration, lowest to highest precedence: defaults below, ``<instance>/config.py``, the
 environment, then ``overrides`` (tests). Environment variables:
 
+- ``HPRUNE_INSTANCE``: the instance folder (default: ``study.instance``, the user's data
+  folder for an installed hprune, ``<checkout>/instance`` in a source checkout);
+  ``HPRUNE_MEDIA_DIR``: where served image copies live (default ``<instance>/media``);
 - ``DATABASE_URL``: ``sqlite:///path`` (default ``<instance>/study.sqlite3``) or
   ``postgresql+psycopg://user@host/db``;
 - ``SECRET_KEY``: signs the session cookie. Without it, the key in ``<instance>/secret_key``
   (written by ``hprune study init``); with neither, the app refuses to start unless
   ``HPRUNE_ENV=development``;
-- ``HPRUNE_INSTANCE``: the instance folder; ``HPRUNE_MEDIA_DIR``: where served image copies
-  live (default ``<instance>/media``);
 - ``HPRUNE_HTTPS=1``: cookies marked Secure; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
   X-Forwarded-* headers; ``HPRUNE_X_ACCEL_REDIRECT=/internal/prefix``: let nginx send the
   images (docs/hosting.md).
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
-from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -32,35 +32,18 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from study.blueprints import admin, api, participant
 from study.flask_db import get_db, init_app
 from study.flow.errors import FlowError
-
-REPO_INSTANCE = Path(__file__).resolve().parents[1] / "instance"
-SECRET_KEY_FILE = "secret_key"
+from study.instance import SECRET_KEY_FILE, database_url, instance_folder, media_folder, secret_key
 
 csrf = CSRFProtect()
 
 
-def instance_path() -> Path:
-    return Path(os.environ.get("HPRUNE_INSTANCE") or REPO_INSTANCE).resolve()
-
-
-def default_database_url(instance: Path) -> str:
-    return os.environ.get("DATABASE_URL") or f"sqlite:///{instance / 'study.sqlite3'}"
-
-
-def load_secret_key(instance: Path) -> str | None:
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
-    path = instance / SECRET_KEY_FILE
-    return path.read_text().strip() if path.is_file() else None
-
-
 def create_app(overrides: dict | None = None) -> Flask:
-    instance = instance_path()
+    instance = instance_folder()
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
     app.config.from_mapping(
-        DATABASE_URL=default_database_url(instance),
-        MEDIA_DIR=os.environ.get("HPRUNE_MEDIA_DIR") or str(instance / "media"),
-        SECRET_KEY=load_secret_key(instance),
+        DATABASE_URL=database_url(instance),
+        MEDIA_DIR=str(media_folder(instance)),
+        SECRET_KEY=secret_key(instance),
         HPRUNE_ENV=os.environ.get("HPRUNE_ENV", "production"),
         X_ACCEL_REDIRECT=os.environ.get("HPRUNE_X_ACCEL_REDIRECT") or None,
         SESSION_COOKIE_NAME="hprune_session",

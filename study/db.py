@@ -50,6 +50,17 @@ def make_engine(url: str, *, create: bool = False) -> Engine:
     raise UserError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL; None for another database or an in-memory one."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UserError(f"not a database URL: {url!r}") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def display_url(url: str) -> str:
     """``url`` with any password hidden, for messages."""
     try:

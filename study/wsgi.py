@@ -1,6 +1,7 @@
 """The WSGI entry point for hosting: ``gunicorn -w 2 --threads 4 'study.wsgi:app'``.
 
-Configuration comes from the environment and the instance folder (see study.app).
+Configuration comes from the environment and the instance folder (see study.app; where the
+instance folder is: study.instance).
 """
 
 from __future__ import annotations

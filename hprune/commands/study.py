@@ -17,9 +17,9 @@ LAZY_SUBCOMMANDS: dict[str, str] = {"simulate": "hprune.commands.study_simulate:
 
 
 def _database_url() -> str:
-    from study.app import default_database_url, instance_path
+    from study.instance import database_url, instance_folder
 
-    return default_database_url(instance_path())
+    return database_url(instance_folder())
 
 
 def _require_current(url: str) -> None:
@@ -49,7 +49,9 @@ def _safe(url: str) -> str:
     "--instance",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HPRUNE_INSTANCE",
-    help="Instance folder: secret key, SQLite database, served image copies (env HPRUNE_INSTANCE).",
+    help="Instance folder: secret key, SQLite database, served image copies (env "
+    "HPRUNE_INSTANCE; default: the user's data folder, e.g. ~/.local/share/hprune/instance, or "
+    "<checkout>/instance in a source checkout).",
 )
 def study(db_url: str | None, instance: Path | None) -> None:
     """Run a blinded pairwise (2AFC) or MOS rating study on the web."""
@@ -63,17 +65,23 @@ def study(db_url: str | None, instance: Path | None) -> None:
 def init() -> None:
     """Create the instance folder and secret key, and migrate the database to the newest schema."""
     from hprune.fileio import atomic_write_text
-    from study.app import SECRET_KEY_FILE, instance_path
-    from study.db import upgrade
+    from study.db import sqlite_file, upgrade
+    from study.instance import SECRET_KEY_FILE, instance_folder, refuse_inside_install
 
-    instance = instance_path()
+    instance = instance_folder()
+    refuse_inside_install(instance, "instance folder")
+    url = _database_url()
+    database_file = sqlite_file(url)
+    if database_file is not None:
+        refuse_inside_install(database_file, "study database")
+    created = not instance.exists()
     instance.mkdir(parents=True, exist_ok=True)
+    click.echo(f"instance folder: {instance}{' (created)' if created else ''}")
     key_file = instance / SECRET_KEY_FILE
     if not os.environ.get("SECRET_KEY") and not key_file.exists():
         atomic_write_text(key_file, secrets.token_hex(32) + "\n")
         key_file.chmod(0o600)
         click.echo(f"wrote a new secret key to {key_file}")
-    url = _database_url()
     upgrade(url)
     click.echo(f"database ready: {_safe(url)}")
 
@@ -92,15 +100,18 @@ def init() -> None:
 def import_(manifest: Path, spec: Path, base_url: str) -> None:
     """Create a study, or a new version of it, from a stimuli manifest and a spec."""
     from study.app import create_app
+    from study.flask_db import get_db
     from study.importer import import_study
+    from study.instance import refuse_inside_install
     from study.spec import load_spec
 
     parsed = load_spec(spec)
     url = _database_url()
     _require_current(url)
     app = create_app({"HPRUNE_ENV": "development"})
-    db = app.extensions["hprune_db"]
-    result = import_study(db, manifest, parsed, app.config["MEDIA_DIR"])
+    media = Path(app.config["MEDIA_DIR"])
+    refuse_inside_install(media, "image copies")
+    result = import_study(get_db(app), manifest, parsed, media)
     if result.changed:
         click.echo(f"study {result.study_name!r}: version {result.version} imported")
     else:
@@ -108,6 +119,7 @@ def import_(manifest: Path, spec: Path, base_url: str) -> None:
     click.echo(
         f"  {result.n_stimuli} images, {len(result.variants)} variants, {result.n_items} items"
     )
+    click.echo(f"  image copies in {media}")
     click.echo(f"  participant URL: {base_url.rstrip('/')}/s/{result.public_key}")
 
 

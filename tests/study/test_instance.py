@@ -1,0 +1,119 @@
+"""Where the study's data lives: one resolution for every command, never inside the installed
+packages, and the old default's data named with the move."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from hprune.errors import UserError
+from study import instance
+from tests.conftest import REPO_ROOT
+from tests.study.conftest import run_cli
+
+
+@pytest.fixture
+def no_overrides(monkeypatch, tmp_path):
+    """No instance or database set in the environment; the user's data folder under tmp."""
+    for name in ("HPRUNE_INSTANCE", "DATABASE_URL", "HPRUNE_MEDIA_DIR", "SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+def installed_root(tmp_path: Path) -> Path:
+    """A site-packages-like folder: the packages without hprune's pyproject.toml."""
+    root = tmp_path / "site-packages"
+    (root / "study").mkdir(parents=True)
+    return root
+
+
+def test_hprune_instance_wins(no_overrides, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HPRUNE_INSTANCE", str(tmp_path / "mine"))
+    assert instance.instance_folder(installed_root(tmp_path)) == tmp_path / "mine"
+    assert instance.instance_folder(REPO_ROOT) == tmp_path / "mine"
+
+
+def test_a_source_checkout_keeps_its_instance_folder(no_overrides) -> None:
+    assert instance.is_source_checkout(REPO_ROOT)
+    assert instance.instance_folder(REPO_ROOT) == REPO_ROOT / "instance"
+
+
+def test_an_installed_hprune_keeps_its_data_in_the_users_data_folder(no_overrides, tmp_path):
+    root = installed_root(tmp_path)
+    assert not instance.is_source_checkout(root)
+    folder = instance.instance_folder(root)
+    assert folder == platformdirs.user_data_path("hprune") / "instance"
+    assert folder == tmp_path / "xdg" / "hprune" / "instance"  # XDG_DATA_HOME is honoured
+    assert instance.database_url(folder) == f"sqlite:///{folder / 'study.sqlite3'}"
+    assert not folder.exists()  # resolving creates nothing
+
+
+def test_data_at_the_old_default_is_an_error_that_says_how_to_move_it(no_overrides, tmp_path):
+    root = installed_root(tmp_path)
+    old = root / "instance"
+    old.mkdir()
+    (old / "study.sqlite3").write_bytes(b"answers")
+    with pytest.raises(UserError) as caught:
+        instance.instance_folder(root)
+    new = tmp_path / "xdg" / "hprune" / "instance"
+    assert f"mv '{old}' '{new}'" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert (old / "study.sqlite3").read_bytes() == b"answers"  # nothing moved behind the back
+    new.mkdir(parents=True)  # once moved (or set up anew), the new place is used
+    assert instance.instance_folder(root) == new
+
+
+def test_init_says_where_the_instance_is_when_it_creates_it(tmp_path) -> None:
+    folder = tmp_path / "inst"
+    args = ("study", "--instance", str(folder), "--db", f"sqlite:///{folder}/study.sqlite3")
+    first = run_cli(*args, "init")
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[0] == f"instance folder: {folder} (created)"
+    again = run_cli(*args, "init")
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines()[0] == f"instance folder: {folder}"
+
+
+@pytest.mark.parametrize("where", ["instance", "database"])
+def test_init_refuses_to_keep_data_inside_the_installed_packages(tmp_path, where) -> None:
+    site_packages = Path(sysconfig.get_path("purelib"))
+    inside = site_packages / "hprune-test-instance"
+    if where == "instance":
+        args = ("--instance", str(inside), "--db", f"sqlite:///{tmp_path}/study.sqlite3")
+    else:
+        args = ("--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{inside}/study.sqlite3")
+    result = run_cli("study", *args, "init")
+    assert result.exit_code == 2, result.output
+    assert "refusing to keep the" in result.output and str(site_packages) in result.output
+    assert not inside.exists() and not (tmp_path / "inst").exists()
+
+
+def test_import_refuses_to_copy_images_into_the_installed_packages(
+    tmp_path, monkeypatch, stimuli_dir
+) -> None:
+    base = ["study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{tmp_path}/db"]
+    assert run_cli(*base, "init").exit_code == 0
+    media = Path(sysconfig.get_path("purelib")) / "hprune-test-media"
+    monkeypatch.setenv("HPRUNE_MEDIA_DIR", str(media))
+    spec = tmp_path / "study.yaml"
+    spec.write_text("name: refused\ncriteria: [{name: quality, question: Which is better}]\n")
+    result = run_cli(*base, "import", "--manifest", str(stimuli_dir), "--spec", str(spec))
+    assert result.exit_code == 2, result.output
+    assert "refusing to keep the image copies inside the installed packages" in result.output
+    assert not media.exists()
+
+
+def test_import_says_where_the_image_copies_go(no_overrides, tmp_path, stimuli_dir) -> None:
+    base = ["study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{tmp_path}/db"]
+    assert run_cli(*base, "init").exit_code == 0
+    spec = tmp_path / "study.yaml"
+    spec.write_text("name: placed\ncriteria: [{name: quality, question: Which is better}]\n")
+    result = run_cli(*base, "import", "--manifest", str(stimuli_dir), "--spec", str(spec))
+    assert result.exit_code == 0, result.output
+    media = tmp_path / "inst" / "media"
+    assert f"  image copies in {media}" in result.output.splitlines()
+    assert len(list(media.rglob("*.png"))) == len(list((stimuli_dir / "images").glob("*.png")))
