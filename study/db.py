@@ -10,6 +10,9 @@ The schema is created and changed only by the Alembic migrations in ``migrations
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +62,36 @@ def sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def backup_sqlite(url: str, out: Path) -> None:
+    """Copy the SQLite database at ``url`` to ``out`` with SQLite's online backup API: a
+    consistent snapshot, taken while the server goes on reading and writing. ``out`` appears
+    whole or not at all. A PostgreSQL database is a one-line error naming ``pg_dump``."""
+    source = sqlite_file(url)
+    if source is None:
+        server = make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
+        raise UserError(
+            f"the study database {display_url(url)} is not a SQLite file: back it up with "
+            f"pg_dump --format=custom --file study.dump '{server}'"
+        )
+    if not source.is_file():
+        raise UserError(f"there is no study database at {source}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    try:
+        reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        writer = sqlite3.connect(tmp)
+        with contextlib.closing(reader), contextlib.closing(writer):
+            reader.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            reader.backup(writer)
+            writer.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def display_url(url: str) -> str:

@@ -196,6 +196,26 @@ def export(name: str | None, out: Path, overwrite: bool) -> None:
     click.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+@study.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The backup file to write (a SQLite database).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing backup file.")
+def backup(out: Path, overwrite: bool) -> None:
+    """Copy the SQLite study database, also while the server runs (SQLite's online backup).
+    For PostgreSQL use pg_dump (docs/hosting.md)."""
+    from study.db import backup_sqlite
+
+    url = _database_url()
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists (pass --overwrite to replace it)")
+    backup_sqlite(url, out)
+    click.echo(f"wrote {out} (a copy of {_safe(url)})")
+
+
 @study.group()
 def admin() -> None:
     """Manage admin accounts of the dashboard."""

@@ -1,8 +1,9 @@
 """Where the study's data lives: one resolution for every command, never inside the installed
-packages, and the old default's data named with the move."""
+packages, the old default's data named with the move, and the online backup."""
 
 from __future__ import annotations
 
+import sqlite3
 import sysconfig
 from pathlib import Path
 
@@ -117,3 +118,51 @@ def test_import_says_where_the_image_copies_go(no_overrides, tmp_path, stimuli_d
     media = tmp_path / "inst" / "media"
     assert f"  image copies in {media}" in result.output.splitlines()
     assert len(list(media.rglob("*.png"))) == len(list((stimuli_dir / "images").glob("*.png")))
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_backup_copies_what_is_committed_while_a_writer_is_busy(tmp_path) -> None:
+    from study.db import Database
+    from study.models import Admin
+
+    database = tmp_path / "inst" / "study.sqlite3"
+    base = ["study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{database}"]
+    assert run_cli(*base, "init").exit_code == 0
+    copy = tmp_path / "backups" / "copy.sqlite3"
+    db = Database(f"sqlite:///{database}")
+    try:
+        with db.write() as session:
+            session.add(Admin(username="committed", password_hash="x"))
+        with db.write() as session:  # a writer in the middle of its transaction
+            session.add(Admin(username="in flight", password_hash="y"))
+            session.flush()
+            result = run_cli(*base, "backup", "--out", str(copy))
+    finally:
+        db.dispose()
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {copy} (a copy of sqlite:///{database})\n"
+    assert _count(copy, "admins") == 1
+    assert _count(database, "admins") == 2
+    again = run_cli(*base, "backup", "--out", str(copy))
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert _count(copy, "admins") == 1
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["copy.sqlite3"]  # no temporary left
+
+
+def test_backup_of_postgresql_names_pg_dump(tmp_path) -> None:
+    from study.db import backup_sqlite
+
+    url = "postgresql+psycopg://study:secret@db.example.org/study"
+    with pytest.raises(UserError) as caught:
+        backup_sqlite(url, tmp_path / "x")
+    message = str(caught.value)
+    assert (
+        "pg_dump --format=custom --file study.dump 'postgresql://study:***@db.example.org/study'"
+        in message
+    )
+    assert "secret" not in message
+    assert not (tmp_path / "x").exists()
