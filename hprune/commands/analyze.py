@@ -45,13 +45,31 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _study_database_url() -> str:
+    """The study database as 'hprune study' finds it (study.instance)."""
+    from hprune.errors import UserError
+
+    try:
+        from study.instance import database_url, instance_folder
+    except ImportError as exc:  # an install without the study extra
+        raise UserError(
+            f"--study-db needs the study package (pip install 'hprune[study]'): {exc}"
+        ) from None
+    return database_url(instance_folder())
+
+
 @click.command("analyze")
 @click.option(
     "--responses",
     "source",
-    required=True,
     help="The responses export: responses.csv/.parquet, the export folder, a pwcmp CSV, or a "
     "study database URL (sqlite:///study.db, postgresql+psycopg://...).",
+)
+@click.option(
+    "--study-db",
+    is_flag=True,
+    help="Read the responses from the study database that 'hprune study' uses (DATABASE_URL, "
+    "else the SQLite file in the instance folder: HPRUNE_INSTANCE or its default).",
 )
 @click.option(
     "--metrics",
@@ -238,10 +256,10 @@ def _csv_list(value: str | None) -> tuple[str, ...] | None:
     help="Also exclude below this repeated-pair consistency.",
 )
 @click.option("--title", default="Human study analysis", show_default=True, help="Report title.")
-def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, variants, ties,
-            position, prior, bias_reduction, jod_prior, scenes, spec, rounds, bootstrap_prompts,
-            seed, workers, level, correction, mixed_models, exclusions, min_rt_ms,
-            max_fast_fraction, max_attention_failures, outlier_rule, outlier_alpha,
+def analyze(source, study_db, metrics_files, stimuli, out, overwrite, study, reference, variants,
+            ties, position, prior, bias_reduction, jod_prior, scenes, spec, rounds,
+            bootstrap_prompts, seed, workers, level, correction, mixed_models, exclusions,
+            min_rt_ms, max_fast_fraction, max_attention_failures, outlier_rule, outlier_alpha,
             outlier_distance, min_trials, bt500, exclude_position_bias, max_circular_fraction,
             min_consistency, title) -> None:  # fmt: skip
     """Fit Bradley-Terry, Thurstone and MOS models with honest uncertainty, check quality,
@@ -253,6 +271,10 @@ def analyze(source, metrics_files, stimuli, out, overwrite, study, reference, va
     from analysis.report import write_report
     from hprune.errors import UserError
 
+    if (source is None) == (not study_db):
+        raise UserError("give the responses with either --responses or --study-db")
+    if study_db:
+        source = _study_database_url()
     if Path(out).exists() and not overwrite:
         raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
     if spec is not None and max_attention_failures is None:

@@ -166,3 +166,17 @@ def test_backup_of_postgresql_names_pg_dump(tmp_path) -> None:
     )
     assert "secret" not in message
     assert not (tmp_path / "x").exists()
+
+
+def test_analyze_study_db_reads_the_database_hprune_study_uses(no_overrides, monkeypatch, tmp_path):
+    monkeypatch.setenv("HPRUNE_INSTANCE", str(tmp_path / "inst"))
+    args = ("analyze", "--study-db", "--out", str(tmp_path / "report"))
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.output
+    assert f"no study database at {tmp_path / 'inst' / 'study.sqlite3'}" in result.output
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}")
+    result = run_cli(*args)
+    assert result.exit_code == 2, result.output
+    assert f"no study database at {tmp_path / 'elsewhere.sqlite3'}" in result.output
+    both = run_cli(*args, "--responses", "x.csv")
+    assert both.exit_code == 2 and "either --responses or --study-db" in both.output
