@@ -247,6 +247,6 @@ def admin_create(username: str, generate: bool, reset: bool) -> None:
         created = set_admin_password(db, username, password, reset=reset)
     finally:
         db.dispose()
-    click.echo(f"admin {username!r} {'created' if created else 'password reset'}")
+    click.echo(f"admin {username!r} {'created' if created else 'password reset'} in {_safe(url)}")
     if generate:
         click.echo(f"one-time password: {password}")

@@ -79,6 +79,17 @@ def test_init_says_where_the_instance_is_when_it_creates_it(tmp_path) -> None:
     assert again.output.splitlines()[0] == f"instance folder: {folder}"
 
 
+def test_admin_create_says_which_database_holds_the_login(tmp_path) -> None:
+    database = tmp_path / "inst" / "study.sqlite3"
+    base = ("study", "--instance", str(tmp_path / "inst"), "--db", f"sqlite:///{database}")
+    assert run_cli(*base, "init").exit_code == 0
+    result = run_cli(*base, "admin", "create", "--username", "alice", "--generate")
+    assert result.exit_code == 0, result.output
+    created, password = result.output.splitlines()
+    assert created == f"admin 'alice' created in sqlite:///{database}"
+    assert password.startswith("one-time password: ")
+
+
 @pytest.mark.parametrize("where", ["instance", "database"])
 def test_init_refuses_to_keep_data_inside_the_installed_packages(tmp_path, where) -> None:
     site_packages = Path(sysconfig.get_path("purelib"))
