@@ -14,6 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
@@ -27,6 +28,7 @@ system-packages: $(VENV)/.system-packages
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format:
 	$(PY) -m ruff check --fix .
