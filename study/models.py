@@ -85,7 +85,9 @@ class Stimulus(Base):
     token: Mapped[str] = mapped_column(String(32), unique=True)  # the only public name
     image_id: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
-    media_path: Mapped[str] = mapped_column(Text)  # relative to the media folder
+    media_path: Mapped[str] = mapped_column(Text)  # served copy, relative to the media folder
+    # the served copy for attention trials: other bytes, the same picture (study.media)
+    check_media_path: Mapped[str | None] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16), default="stimulus")  # stimulus | broken
     source_id: Mapped[int | None] = mapped_column(ForeignKey("stimuli.id"))
     variant: Mapped[str] = mapped_column(String(200))
@@ -137,6 +139,9 @@ class Participant(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # SHA-256 of the resume secret of a lab or anonymous participant (study.flow.identity)
+    resume_hash: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    criterion_order: Mapped[str | None] = mapped_column(Text)  # criterion blocks, "|"-joined
 
     version: Mapped[StudyVersion] = relationship()
 
@@ -168,6 +173,10 @@ class Trial(Base):
     right_id: Mapped[int | None] = mapped_column(ForeignKey("stimuli.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(DateTime)
     shown_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # the image URLs of this trial alone: /i/<left_token>, /i/<right_token> (pairs)
+    left_token: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    right_token: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
+    min_display_ms: Mapped[int | None] = mapped_column(Integer)  # inputs ignored before this
 
     left: Mapped[Stimulus | None] = relationship(foreign_keys=[left_id])
     right: Mapped[Stimulus | None] = relationship(foreign_keys=[right_id])
@@ -186,6 +195,7 @@ class Answer(Base):
     rating: Mapped[int | None] = mapped_column(Integer)
     rt_ms: Mapped[float] = mapped_column(Float)
     server_ms: Mapped[float | None] = mapped_column(Float)
+    load_ms: Mapped[float | None] = mapped_column(Float)  # client: trial received -> displayed
     answered_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     passed: Mapped[bool | None] = mapped_column(Boolean)  # attention trials: check passed
 
