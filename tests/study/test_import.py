@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import zlib
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
-from hprune.contracts.manifest import read_manifest, sha256_file, write_manifest
+from hprune.contracts.manifest import png_chunk_types, read_manifest, sha256_file, write_manifest
 from hprune.errors import UserError
 from study.importer import import_study
 from study.models import Answer, Stimulus, Study, StudyVersion, Trial
@@ -110,26 +114,43 @@ def test_reimport_makes_a_new_version_and_never_touches_answers(app, stimuli_dir
     assert sorted(numbers) == [1, 2]
 
 
-def test_served_copies_are_byte_identical_to_the_rendered_files(app, make_study, stimuli_dir):
-    study = make_study()
-    db = app.extensions["hprune_db"]
+def _pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=int)
+
+
+def test_served_copies_match_no_manifest_hash_and_show_the_same_picture(
+    app, make_study, stimuli_dir
+):
+    study = make_study(attention={"broken": 2, "repeat": 1, "max_failures": 0})
+    media = Path(app.config["MEDIA_DIR"])
     rows = {r.image_id: r for r in read_manifest(stimuli_dir)}
-    with db.read() as s:
+    hashes = {r.sha256 for r in rows.values()}
+    with app.extensions["hprune_db"].read() as s:
         stimuli = s.scalars(
             select(Stimulus)
             .join(Study, Study.id == Stimulus.study_id)
-            .where(Study.public_key == study.key, Stimulus.role == "stimulus")
+            .where(Study.public_key == study.key)
         ).all()
-    client = app.test_client()
-    checked = 0
+    lengths, checked = set(), 0
     for stim in stimuli:
-        if stim.image_id not in rows:
+        copies = [(media / p).read_bytes() for p in (stim.media_path, stim.check_media_path)]
+        for data in copies:
+            lengths.add(len(data))
+            assert hashlib.sha256(data).hexdigest() not in hashes
+            assert png_chunk_types(data) == [b"IHDR", b"IDAT", b"paDd", b"IEND"]
+        if stim.role == "broken":
+            assert stim.media_path == stim.check_media_path  # shown in gold trials only
             continue
-        served = client.get(f"/i/{stim.token}").data
-        assert served == (stimuli_dir / rows[stim.image_id].file).read_bytes()
-        assert hashlib.sha256(served).hexdigest() == stim.sha256
+        original = _pixels((stimuli_dir / rows[stim.image_id].file).read_bytes())
+        main, check = (_pixels(data) for data in copies)
+        for served in (main, check):  # the same picture, to within one grey level
+            difference = np.abs(served - original)
+            assert difference.max() == 1 and 0.02 < (difference > 0).mean() < 0.12
+        assert copies[0] != copies[1] and (main != check).any()  # independent masks
         checked += 1
-    assert checked == 24
+    assert checked == 24 and sum(s.role == "broken" for s in stimuli) == 4
+    assert len(lengths) == 1  # every served copy of the study, broken ones too
 
 
 def test_cli_import_reports_bad_input_in_one_line(tmp_path):

@@ -128,7 +128,8 @@ def test_import_says_where_the_image_copies_go(no_overrides, tmp_path, stimuli_d
     assert result.exit_code == 0, result.output
     media = tmp_path / "inst" / "media"
     assert f"  image copies in {media}" in result.output.splitlines()
-    assert len(list(media.rglob("*.png"))) == len(list((stimuli_dir / "images").glob("*.png")))
+    rendered = len(list((stimuli_dir / "images").glob("*.png")))
+    assert len(list(media.rglob("*.png"))) == 2 * rendered  # a copy for attention trials each
 
 
 def _count(path: Path, table: str) -> int:
