@@ -11,9 +11,16 @@ environment, then ``overrides`` (tests). Environment variables:
 - ``SECRET_KEY``: signs the session cookie. Without it, the key in ``<instance>/secret_key``
   (written by ``hprune study init``); with neither, the app refuses to start unless
   ``HPRUNE_ENV=development``;
-- ``HPRUNE_HTTPS=1``: cookies marked Secure; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
+- ``HPRUNE_HTTPS=1``: cookies marked Secure, HSTS; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
   X-Forwarded-* headers; ``HPRUNE_X_ACCEL_REDIRECT=/internal/prefix``: let nginx send the
   images (docs/hosting.md).
+
+Cross-site request forgery: every POST needs Flask-WTF's token, and a browser's POST must
+come from this origin (:func:`check_origin`). Flask-WTF's own HTTPS check (a same-origin
+``Referer`` on every POST, ``WTF_CSRF_SSL_STRICT``) is off: the Origin check does its job,
+and it refused every browser that sends no Referer (privacy settings and extensions).
+Pages send ``Referrer-Policy: same-origin``: nothing leaves for other sites (the study key
+stays out of Prolific's logs), and the app's own requests keep their Origin.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,10 +43,14 @@ from study.flow.errors import FlowError
 from study.instance import SECRET_KEY_FILE, database_url, instance_folder, media_folder, secret_key
 
 csrf = CSRFProtect()
+HSTS_MAX_AGE = 365 * 24 * 3600
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CROSS_SITE = "This request came from another site and was refused."
 
 
 def create_app(overrides: dict | None = None) -> Flask:
     instance = instance_folder()
+    https = os.environ.get("HPRUNE_HTTPS") == "1"
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=True)
     app.config.from_mapping(
         DATABASE_URL=database_url(instance),
@@ -49,13 +61,16 @@ def create_app(overrides: dict | None = None) -> Flask:
         SESSION_COOKIE_NAME="hprune_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("HPRUNE_HTTPS") == "1",
-        PREFERRED_URL_SCHEME="https" if os.environ.get("HPRUNE_HTTPS") == "1" else "http",
+        SESSION_COOKIE_SECURE=https,
+        PREFERRED_URL_SCHEME="https" if https else "http",
+        HTTPS=https,
+        HSTS_MAX_AGE=HSTS_MAX_AGE,
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
         # Counted from the last change (arrival, CSRF secret): not re-signed on every request.
         SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=16 * 1024,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: a study can take an hour
+        WTF_CSRF_SSL_STRICT=False,  # check_origin instead (module docstring)
         ANSWER_MAX_BYTES=4096,
         DEMO_NOTE=os.environ.get("HPRUNE_DEMO_NOTE") or None,
     )
@@ -74,6 +89,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     init_app(app)
+    app.before_request(check_origin)
     csrf.init_app(app)
     app.register_blueprint(participant.bp)
     app.register_blueprint(api.bp)
@@ -140,10 +156,37 @@ def _register_errors(app: Flask) -> None:
         return error_response(500, GENERIC[500])
 
 
+def check_origin():
+    """Refuse a state-changing request that the browser says another site sent.
+
+    Browsers send ``Origin`` with every POST, from a form or from ``fetch``: it must be this
+    app's own (scheme, host and port, as the proxy forwards them: docs/hosting.md). ``null``
+    (a sandboxed frame, a cross-site redirect) is refused too. A browser too old to send it
+    sends a ``Referer`` (pages ask for it same-origin), which must then be ours. Clients that
+    send neither are not browsers, which cross-site forgery needs, and still need the token.
+    """
+    if request.method not in UNSAFE_METHODS:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is None:
+        referer = request.headers.get("Referer")
+        if referer is None:
+            return None
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    if origin != f"{request.scheme}://{request.host}":
+        return error_response(403, CROSS_SITE)
+    return None
+
+
 def _security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if current_app.config["HTTPS"]:
+        response.headers.setdefault(
+            "Strict-Transport-Security", f"max-age={current_app.config['HSTS_MAX_AGE']}"
+        )
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self'; script-src 'self'; style-src 'self'; "
