@@ -96,13 +96,14 @@ def one_session(client, key: str, pid: str, costs: dict, rng: np.random.Generato
         return response
 
     page, api = f"/s/{key}", f"/api/s/{key}"
-    timed("entry", "get", page, query_string={"PROLIFIC_PID": pid, "STUDY_ID": "s"})
+    entry = {"PROLIFIC_PID": pid, "STUDY_ID": "s", "SESSION_ID": pid}
+    timed("entry", "get", page, query_string=entry)
     session = timed("api session", "get", f"{api}/session").get_json()
     headers = {"X-CSRFToken": session["csrf_token"]}
     for phase, form in (
+        ("check", {"width": 1280, "height": 900, "touch": 0}),
         ("consent", {"decision": "agree"}),
         ("instructions", {}),
-        ("check", {"width": 1280, "height": 900, "touch": 0}),
     ):
         timed(f"{phase} page", "get", f"{page}/{phase}")
         timed(f"{phase} post", "post", f"{page}/{phase}", data=form, headers=headers)

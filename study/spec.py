@@ -17,11 +17,13 @@ Example (every field but ``name`` has a default)::
     reference: original
     variants: [original, hpp-20]    # optional subset of the manifest's variants
     trials_per_criterion: 20        # main trials per criterion and participant
+    criterion_order: counterbalanced  # counterbalanced (blocks in balanced orders) | fixed
     scheduler: balanced             # balanced | active
     practice_trials: 2
     attention: {broken: 2, repeat: 2, max_failures: 0}
     min_viewport: {width: 1000, height: 650}
     refuse_mobile: true
+    min_display_ms: 300             # answers are taken only after the images showed this long
     time_limit_minutes: 45
     consent: {version: "1", text: "..."}
     instructions: {version: "1", text: "..."}
@@ -44,6 +46,14 @@ from hprune.errors import UserError
 
 KINDS = ("pair", "rating")
 SCHEDULERS = ("balanced", "active")
+CRITERION_ORDERS = ("counterbalanced", "fixed")
+#: Why 300 ms: no answer given sooner can be about the images (a simple visual reaction
+#: takes 200-250 ms, a comparison longer), a key pressed twice or meant for the previous
+#: trial lands within one tapping interval (150-350 ms) of the first press, and it stays
+#: below analysis.qc's too-fast threshold (400 ms), which still sees hurried answers.
+DEFAULT_MIN_DISPLAY_MS = 300
+#: What a spec stored before these keys existed meant: the spec's order, no minimum.
+LEGACY_DEFAULTS = {"criterion_order": "fixed", "min_display_ms": 0}
 DEFAULT_SCALE = {1: "Bad", 2: "Poor", 3: "Fair", 4: "Good", 5: "Excellent"}
 DEFAULT_QUESTIONS = {
     "pair": "Which image looks better?",
@@ -83,6 +93,7 @@ class StudySpec:
     reference: str | None = None
     variants: tuple[str, ...] | None = None
     trials_per_criterion: int = 20
+    criterion_order: str = "counterbalanced"
     scheduler: str = "balanced"
     scheduler_options: dict = field(default_factory=dict)
     practice_trials: int = 2
@@ -90,6 +101,7 @@ class StudySpec:
     min_width: int = 0
     min_height: int = 0
     refuse_mobile: bool = False
+    min_display_ms: int = DEFAULT_MIN_DISPLAY_MS
     time_limit_minutes: float | None = None
     consent: Texts = Texts("1", "")
     instructions: Texts = Texts("1", "")
@@ -104,7 +116,7 @@ class StudySpec:
 
     @classmethod
     def from_json(cls, text: str) -> StudySpec:
-        data = json.loads(text)
+        data = {**LEGACY_DEFAULTS, **json.loads(text)}
         data["criteria"] = tuple(Criterion(**c) for c in data["criteria"])
         data["attention"] = Attention(**data["attention"])
         data["consent"] = Texts(**data["consent"])
@@ -145,7 +157,8 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
         "name", "title", "kind", "tie", "criteria", "compare", "reference", "variants",
         "trials_per_criterion", "scheduler", "scheduler_options", "practice_trials", "attention",
         "min_viewport", "refuse_mobile", "time_limit_minutes", "consent", "instructions",
-        "scale_labels", "completion_codes", "completion_url", "seed",
+        "scale_labels", "completion_codes", "completion_url", "seed", "criterion_order",
+        "min_display_ms",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:
@@ -187,6 +200,12 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
             raise fail("'variants' lists a variant twice")
         variants = tuple(variants)
 
+    criterion_order = data.get("criterion_order", "counterbalanced")
+    if criterion_order not in CRITERION_ORDERS:
+        raise fail(
+            f"'criterion_order' must be one of {', '.join(CRITERION_ORDERS)}, "
+            f"got {criterion_order!r}"
+        )
     scheduler = data.get("scheduler", "balanced")
     if scheduler not in SCHEDULERS:
         raise fail(f"'scheduler' must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
@@ -250,6 +269,7 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
         reference=reference if compare == "reference" else None,
         variants=variants,
         trials_per_criterion=integer("trials_per_criterion", 20, 1, 10_000),
+        criterion_order=criterion_order,
         scheduler=scheduler,
         scheduler_options=scheduler_options,
         practice_trials=integer("practice_trials", 2, 0, 100),
@@ -257,6 +277,7 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
         min_width=min_width,
         min_height=min_height,
         refuse_mobile=refuse_mobile,
+        min_display_ms=integer("min_display_ms", DEFAULT_MIN_DISPLAY_MS, 0, 10_000),
         time_limit_minutes=time_limit,
         consent=_texts(data.get("consent"), "consent", fail),
         instructions=_texts(data.get("instructions"), "instructions", fail),

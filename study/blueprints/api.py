@@ -1,19 +1,25 @@
 """The trials as JSON (docs/study-api.md): the current trial, and answers to it.
 
-Nothing in a response names a variant, a model or a file: images are referred to by their
-opaque tokens, trials by random ids, and attention trials look like any other trial.
+Nothing in a response names a variant, a model or a file: images are referred to by tokens
+of the trial they belong to (fresh for every trial), trials by random ids, and attention
+trials look like any other trial.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
 
-from study.blueprints.common import load_participant, phase_url
+from study.blueprints.common import (
+    NOT_STARTED,
+    arrival,
+    bound_participant,
+    load_participant,
+    phase_url,
+)
 from study.catalogue import Catalogue, catalogue
 from study.flask_db import get_db
 from study.flow.answering import Submitted, record_answer
@@ -25,37 +31,39 @@ from study.flow.trials import current_trial, following, progress
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 
 MAX_RT_MS = 24 * 3600 * 1000
-TRIAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TRIAL_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LOAD_FIELDS = {"trial", "choice", "rating", "rt_ms", "load_ms"}
 
 
-def _image_url(cat: Catalogue, stimulus_id: int | None) -> str | None:
-    if stimulus_id is None:
-        return None
-    return url_for("participant.image", token=cat.stimuli[stimulus_id].token)
+def _image_urls(trial: TrialRow) -> list[str]:
+    """The URLs of the trial's images (none before the scheduler has filled it)."""
+    if trial.left_id is None:
+        return []
+    tokens = (trial.left_token, trial.right_token if trial.right_id is not None else None)
+    return [url_for("participant.image", token=t) for t in tokens if t]
 
 
 def _trial_json(cat: Catalogue, trial: TrialRow) -> dict:
     spec = cat.spec
     criterion = spec.criterion(trial.criterion)
+    urls = _image_urls(trial)
     body = {
         "id": trial.public_id,
         "practice": trial.kind == "practice",
         "kind": trial.presentation,
         "question": criterion.question,
         "prompt": cat.stimuli[trial.left_id].prompt if criterion.show_prompt else None,
+        "min_display_ms": trial.min_display_ms or 0,
     }
     if trial.presentation == "rating":
-        body["images"] = {"image": _image_url(cat, trial.left_id)}
+        body["images"] = {"image": urls[0]}
         body["scale"] = {
             "min": min(spec.scale_labels),
             "max": max(spec.scale_labels),
             "labels": {str(k): v for k, v in sorted(spec.scale_labels.items())},
         }
     else:
-        body["images"] = {
-            "left": _image_url(cat, trial.left_id),
-            "right": _image_url(cat, trial.right_id),
-        }
+        body["images"] = {"left": urls[0], "right": urls[1]}
         body["tie"] = spec.tie
     return body
 
@@ -75,20 +83,22 @@ def state_json(
     body["trial"] = _trial_json(cat, current)
     body["progress"] = progress(trials)
     after = following(trials, current)
-    body["preload"] = [
-        url
-        for url in (
-            (_image_url(cat, after.left_id), _image_url(cat, after.right_id)) if after else ()
-        )
-        if url
-    ]
+    body["preload"] = _image_urls(after) if after else []
     return body
 
 
 @bp.get("/session")
 def session_state(key: str):
+    """The participant's phase, or that of an arrival who has not consented yet (``check``
+    or ``consent``), with the CSRF token for the pages' forms."""
     with get_db().write() as db:
-        participant = load_participant(db, key)
+        participant = bound_participant(db, key)
+        if participant is None:
+            who, screen = arrival(key)
+            if who is None:
+                raise FlowError(403, NOT_STARTED)
+            phase = "check" if screen is None else "consent"
+            return jsonify(phase=phase, csrf_token=generate_csrf())
         trials = load_trials(db, participant)
         return jsonify(
             phase=participant.phase, csrf_token=generate_csrf(), progress=progress(trials)
@@ -126,25 +136,38 @@ def _parse_answer() -> tuple[str, Submitted]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise FlowError(400, "The answer must be a JSON object.") from None
-    if not isinstance(data, dict) or set(data) - {"trial", "choice", "rating", "rt_ms"}:
-        raise FlowError(400, "The answer takes the fields trial, choice or rating, and rt_ms.")
-    trial_id, choice, rating, rt_ms = (data.get(k) for k in ("trial", "choice", "rating", "rt_ms"))
+    if not isinstance(data, dict) or set(data) - LOAD_FIELDS:
+        raise FlowError(
+            400, "The answer takes the fields trial, choice or rating, rt_ms and load_ms."
+        )
+    trial_id, choice, rating, rt_ms, load_ms = (
+        data.get(k) for k in ("trial", "choice", "rating", "rt_ms", "load_ms")
+    )
     if not isinstance(trial_id, str) or not trial_id:
         raise FlowError(400, "The answer needs the trial id it answers.")
-    if not TRIAL_ID_RE.match(trial_id):
+    if not TRIAL_ID_RE.fullmatch(trial_id):
         raise FlowError(404, "There is no such trial in your session.")
     if choice is not None and not isinstance(choice, str):
         raise FlowError(400, "The choice must be left, right or tie.")
     if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)):
         raise FlowError(400, "The rating must be a whole number.")
-    if (
-        isinstance(rt_ms, bool)
-        or not isinstance(rt_ms, int | float)
-        or not math.isfinite(rt_ms)
-        or not 0 <= rt_ms < MAX_RT_MS
-    ):
+    if not _is_duration(rt_ms):
         raise FlowError(400, "rt_ms must be the response time in milliseconds.")
-    return trial_id, Submitted(choice=choice, rating=rating, rt_ms=float(rt_ms))
+    if load_ms is not None and not _is_duration(load_ms):
+        raise FlowError(400, "load_ms must be the images' loading time in milliseconds.")
+    submitted = Submitted(
+        choice=choice,
+        rating=rating,
+        rt_ms=float(rt_ms),
+        load_ms=None if load_ms is None else float(load_ms),
+    )
+    return trial_id, submitted
+
+
+def _is_duration(value) -> bool:
+    """A number of milliseconds from 0 to a day. Compared, not converted first: NaN and
+    infinities fail the comparison, and a huge integer is compared exactly."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value < MAX_RT_MS
 
 
 @bp.post("/answer")

@@ -26,6 +26,7 @@ class Submitted:
     choice: str | None
     rating: int | None
     rt_ms: float
+    load_ms: float | None = None  # client: from receiving the trial to its images displayed
 
 
 def record_answer(
@@ -96,6 +97,7 @@ def _store(
             "choice": submitted.choice,
             "rating": submitted.rating,
             "rt_ms": submitted.rt_ms,
+            "load_ms": submitted.load_ms,
             "server_ms": (now - trial.shown_at).total_seconds() * 1000 if trial.shown_at else None,
             "answered_at": now,
             "passed": trial.passed,

@@ -1,76 +1,30 @@
-"""A participant's way in and out: entering, consent, instructions, the screen check (which
-assigns the trials) and finishing, with the time limit."""
+"""A participant's way through the pages and out: the screen check, consent, the instructions
+(after which the trials are assigned) and finishing, with the time limit.
+
+New participants pass the screen check before the consent page and are created by their
+answer to it (``study.flow.identity``); the ``consent`` and ``check`` phases stored in the
+database are those of participants who arrived before (they took the check last), and
+:func:`give_consent` and :func:`pass_check` let them finish the way they started.
+"""
 
 from __future__ import annotations
 
 import re
-import secrets
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from study import tallies
 from study.catalogue import catalogue
-from study.flow.errors import FlowError
 from study.flow.planning import assign
-from study.flow.rows import ACTIVE_PHASES, ParticipantRow, change, new_token
+from study.flow.rows import ACTIVE_PHASES, ParticipantRow, change
 from study.flow.study_lock import lock_study
-from study.models import Participant, Study, StudyVersion, utcnow
+from study.models import Participant, utcnow
 from study.spec import StudySpec
 
 MOBILE_UA = re.compile(r"Mobi|Android|iPhone|iPad|iPod|Opera Mini|IEMobile", re.IGNORECASE)
 EXCLUDED_OUTCOMES = ("failed_attention", "timed_out", "declined")
-
-
-def latest_version(session: Session, study: Study) -> StudyVersion:
-    return session.scalars(
-        select(StudyVersion)
-        .where(StudyVersion.study_id == study.id)
-        .order_by(StudyVersion.number.desc())
-        .limit(1)
-    ).one()
-
-
-def enter(
-    session: Session,
-    study: Study,
-    *,
-    external_id: str,
-    source: str,
-    prolific_study_id: str | None = None,
-    prolific_session_id: str | None = None,
-    user_agent: str | None = None,
-) -> Participant:
-    """The participant with this id in this study, created on first arrival."""
-    query = select(Participant).where(
-        Participant.study_id == study.id, Participant.external_id == external_id
-    )
-    participant = session.scalar(query.with_for_update(key_share=True))
-    if participant is not None:
-        participant.last_seen_at = utcnow()
-        return participant
-    if study.status != "open":
-        raise FlowError(410, "This study is not accepting participants any more.")
-    participant = Participant(
-        public_id=new_token(),
-        study_id=study.id,
-        version_id=latest_version(session, study).id,
-        external_id=external_id,
-        source=source,
-        prolific_study_id=prolific_study_id,
-        prolific_session_id=prolific_session_id,
-        phase="consent",
-        order_seed=secrets.randbits(62),
-        user_agent=(user_agent or "")[:400],
-    )
-    try:
-        with session.begin_nested():
-            session.add(participant)
-    except IntegrityError:  # the same person arrived twice at once (two tabs): use the first
-        participant = session.scalar(query.with_for_update(key_share=True))
-    return participant
 
 
 def finish(session: Session, participant: ParticipantRow, outcome: str, now=None) -> None:
@@ -123,8 +77,18 @@ def give_consent(
 
 
 def finish_instructions(session: Session, participant: ParticipantRow, spec: StudySpec) -> None:
-    if participant.phase == "instructions":
+    """Instructions read: the trials are assigned (or, for a participant who arrived before the
+    check came first and has not taken it, the check comes now)."""
+    if participant.phase != "instructions":
+        return
+    checked = session.scalar(
+        select(Participant.viewport_width).where(Participant.id == participant.id)
+    )
+    if checked is None:
         change(session, participant, phase="check", instructions_version=spec.instructions.version)
+        return
+    assign(session, participant, catalogue(session, participant.version_id))
+    change(session, participant, phase="trials", instructions_version=spec.instructions.version)
 
 
 def screen_refusal(

@@ -1,26 +1,29 @@
 """Which trials a participant gets, and which images fill them.
 
-At the screen check :func:`assign` lays out the plan (practice, then one block per criterion
-with the attention trials at random positions drawn from the participant's seed) and fills
-the practice and gold trials; the ``balanced`` scheduler fills the main trials there too, the
-``active`` one fills each main trial when it becomes current (:func:`fill_active`). Left/right
-is counterbalanced per variant pair and criterion.
+After the instructions :func:`assign` lays out the plan (practice, then one block per
+criterion, the blocks in the order :func:`criterion_order` chooses, with the attention trials
+at random positions drawn from the participant's seed) and fills the practice and gold
+trials; the ``balanced`` scheduler fills the main trials there too, the ``active`` one fills
+each main trial when it becomes current (:func:`fill_active`). Left/right is counterbalanced
+per variant pair and criterion. Every trial gets image tokens of its own, so no two trials
+(a repeat and the trial it repeats included) share an image URL.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from study import tallies
 from study.catalogue import Catalogue
-from study.flow.rows import ParticipantRow, TrialRow, new_token
+from study.flow.rows import ParticipantRow, TrialRow, change, new_token
 from study.flow.study_lock import lock_study
-from study.models import Trial, utcnow
+from study.models import Participant, Trial, utcnow
 from study.scheduling import PairTask, RatingTask, get_scheduler
 from study.spec import StudySpec
 
@@ -37,22 +40,50 @@ class Slot:
     repeat_of: Slot | None = None
 
 
-def plan(spec: StudySpec, rng: np.random.Generator) -> list[Slot]:
-    """The order of a participant's trials: practice, then one block per criterion."""
+#: Up to this many criteria every order of the blocks is used equally often; beyond, the
+#: orders (k! of them) are too many to balance and each participant gets a random one.
+BALANCED_ORDERS_UP_TO = 4
+ORDER_SEPARATOR = "|"
+
+
+def criterion_order(
+    session: Session, study_id: int, spec: StudySpec, rng: np.random.Generator
+) -> tuple[str, ...]:
+    """The order of a new participant's criterion blocks: for ``counterbalanced`` the order
+    fewest of the study's participants have had so far (ties at random), so that each order is
+    used equally often (to within one) and no criterion is always asked first. Needs the study
+    lock (:func:`~study.flow.study_lock.lock_study`), like every assignment."""
+    names = tuple(c.name for c in spec.criteria)
+    if spec.criterion_order == "fixed" or len(names) == 1:
+        return names
+    if len(names) > BALANCED_ORDERS_UP_TO:
+        return tuple(names[int(i)] for i in rng.permutation(len(names)))
+    used = dict(
+        session.execute(
+            select(Participant.criterion_order, func.count())
+            .where(Participant.study_id == study_id, Participant.criterion_order.is_not(None))
+            .group_by(Participant.criterion_order)
+        ).all()
+    )
+    orders = list(itertools.permutations(names))
+    counts = np.array([used.get(ORDER_SEPARATOR.join(o), 0) for o in orders])
+    fewest = np.flatnonzero(counts == counts.min())
+    return orders[int(rng.choice(fewest))]
+
+
+def plan(spec: StudySpec, rng: np.random.Generator, order: tuple[str, ...] = ()) -> list[Slot]:
+    """The order of a participant's trials: practice, then one block per criterion, the
+    blocks in ``order`` (the spec's order by default)."""
     main_kind = spec.kind
-    slots = [
-        Slot("practice", spec.criteria[i % len(spec.criteria)].name)
-        for i in range(spec.practice_trials)
-    ]
-    n_crit = len(spec.criteria)
-    for k, criterion in enumerate(spec.criteria):
-        block = [Slot(main_kind, criterion.name) for _ in range(spec.trials_per_criterion)]
+    order = order or tuple(c.name for c in spec.criteria)
+    slots = [Slot("practice", order[i % len(order)]) for i in range(spec.practice_trials)]
+    n_crit = len(order)
+    for k, name in enumerate(order):
+        block = [Slot(main_kind, name) for _ in range(spec.trials_per_criterion)]
         n_broken = spec.attention.broken // n_crit + (k < spec.attention.broken % n_crit)
         n_repeat = spec.attention.repeat // n_crit + (k < spec.attention.repeat % n_crit)
         for _ in range(n_broken):
-            block.insert(
-                int(rng.integers(len(block) + 1)), Slot("attention", criterion.name, "broken")
-            )
+            block.insert(int(rng.integers(len(block) + 1)), Slot("attention", name, "broken"))
         for _ in range(n_repeat):
             # after at least two main trials, repeating one at least two trials back if possible
             mains = [i for i, s in enumerate(block) if s.kind == main_kind]
@@ -61,7 +92,7 @@ def plan(spec: StudySpec, rng: np.random.Generator) -> list[Slot]:
             at = int(rng.integers(mains[1] + 1, len(block) + 1))
             earlier = [i for i in mains if i < at - 1] or [i for i in mains if i < at]
             original = block[earlier[int(rng.integers(len(earlier)))]]
-            block.insert(at, Slot("attention", criterion.name, "repeat", repeat_of=original))
+            block.insert(at, Slot("attention", name, "repeat", repeat_of=original))
         slots += block
     return slots
 
@@ -84,6 +115,9 @@ class NewTrial:
     left_id: int | None = None
     right_id: int | None = None
     assigned_at: datetime | None = None
+    left_token: str | None = None
+    right_token: str | None = None
+    min_display_ms: int | None = None
 
 
 def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> None:
@@ -94,7 +128,9 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
     now = utcnow()
     lock_study(session, participant.study_id)
     rng = np.random.default_rng(participant.order_seed)
-    slots = plan(spec, rng)
+    order = criterion_order(session, participant.study_id, spec, rng)
+    change(session, participant, criterion_order=ORDER_SEPARATOR.join(order))
+    slots = plan(spec, rng, order)
     presentation = "rating" if spec.kind == "rating" else "pair"
     trials = {
         id(slot): NewTrial(
@@ -105,6 +141,9 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
             presentation=presentation,
             criterion=slot.criterion,
             check=slot.check,
+            left_token=new_token(16),
+            right_token=new_token(16) if presentation == "pair" else None,
+            min_display_ms=spec.min_display_ms,
         )
         for position, slot in enumerate(slots)
     }

@@ -39,7 +39,8 @@ LOAD_TRIALS = (
         _trials.c.id, _trials.c.public_id, _trials.c.position, _trials.c.kind,
         _trials.c.presentation, _trials.c.criterion, _trials.c.check, _trials.c.repeat_of,
         _trials.c.expected, _trials.c.prompt_id, _trials.c.seed, _trials.c.left_id,
-        _trials.c.right_id, _trials.c.shown_at,
+        _trials.c.right_id, _trials.c.shown_at, _trials.c.left_token, _trials.c.right_token,
+        _trials.c.min_display_ms,
         _answers.c.id, _answers.c.choice, _answers.c.rating, _answers.c.passed,
     )
     .outerjoin(_answers, _answers.c.trial_id == _trials.c.id)
@@ -104,6 +105,9 @@ class TrialRow:
     left_id: int | None
     right_id: int | None
     shown_at: datetime | None
+    left_token: str | None  # the image URLs of this trial
+    right_token: str | None
+    min_display_ms: int | None
     answer_id: int | None
     choice: str | None
     rating: int | None

@@ -44,34 +44,31 @@ class SimulationSettings:
 
 
 def _answer_for(trial: dict, observer: Observer, oracle: StimulusOracle, memory: dict) -> dict:
-    """The answer fields for one trial, from the observer's preferences and the oracle."""
+    """The answer fields for one trial, from the observer's preferences and the oracle. The
+    observer remembers which image it chose in each pair (by the image, not its URL: URLs are
+    fresh for every trial), so a repeated pair gets the same answer unless it lapses."""
     images = trial["images"]
     if trial["kind"] == "rating":
-        variant, role = oracle.lookup(images["image"])
+        _, variant, role = oracle.lookup(images["image"])
         scale = trial.get("scale") or {"min": 1, "max": 5}
         low, high = int(scale["min"]), int(scale["max"])
         if role == "broken":
             return {"rating": high if observer.fails_attention() else low}
         return {"rating": observer.rate(variant, low, high)}
-    (left, left_role), (right, right_role) = (
-        oracle.lookup(images["left"]),
-        oracle.lookup(images["right"]),
-    )
-    tokens = (images["left"], images["right"])
-    if "broken" in (left_role, right_role):
-        good = "right" if left_role == "broken" else "left"
+    left, right = oracle.lookup(images["left"]), oracle.lookup(images["right"])
+    if "broken" in (left.role, right.role):
+        good = "right" if left.role == "broken" else "left"
         bad = "left" if good == "right" else "right"
         return {"choice": bad if observer.fails_attention() else good}
-    seen = memory.get(frozenset(tokens))
+    pair = frozenset((left.stimulus, right.stimulus))
+    seen = memory.get(pair)
     if seen is not None:  # the same two images again: a consistency check
-        same = "left" if seen == images["left"] else "right" if seen == images["right"] else "tie"
+        same = {left.stimulus: "left", right.stimulus: "right"}.get(seen, "tie")
         if observer.fails_attention():
             same = {"left": "right", "right": "left", "tie": "left"}[same]
         return {"choice": same}
-    choice = observer.choose(left, right, tie=bool(trial.get("tie")))
-    memory[frozenset(tokens)] = {"left": images["left"], "right": images["right"]}.get(
-        choice, "tie"
-    )
+    choice = observer.choose(left.variant, right.variant, tie=bool(trial.get("tie")))
+    memory[pair] = {"left": left.stimulus, "right": right.stimulus}.get(choice, "tie")
     return {"choice": choice}
 
 
@@ -106,8 +103,6 @@ def run_participant(
             )
             csrf = call("GET", f"/api/s/{key}/session").json()["csrf_token"]
             headers = {"X-CSRFToken": csrf}
-            call("POST", f"/s/{key}/consent", data={"decision": "agree"}, headers=headers)
-            call("POST", f"/s/{key}/instructions", headers=headers)
             width, height = settings.viewport
             check = call(
                 "POST",
@@ -119,6 +114,8 @@ def run_participant(
             if check.status_code == 403:
                 result.outcome = "refused"
                 return result
+            call("POST", f"/s/{key}/consent", data={"decision": "agree"}, headers=headers)
+            call("POST", f"/s/{key}/instructions", headers=headers)
             body = call("GET", f"/api/s/{key}/trial").json()
             while body.get("phase") == "trials":
                 trial = body["trial"]

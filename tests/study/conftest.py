@@ -191,12 +191,19 @@ class Participant:
             f"/s/{self.key}/{path}", data=data, headers={"X-CSRFToken": self.csrf}
         )
 
-    def start(self, pid: str | None = None, width=1280, height=900) -> dict:
-        self.enter(**({"PROLIFIC_PID": pid, "STUDY_ID": "s", "SESSION_ID": "x"} if pid else {}))
-        assert self.post("consent", decision="agree").status_code == 303
-        assert self.post("instructions").status_code == 303
+    def consent(self, width=1280, height=900, decision="agree", **params) -> None:
+        """Arrive (``params``: the link's query), pass the screen check, answer the consent
+        page: the participant exists from here on."""
+        self.enter(**params)
         response = self.post("check", width=width, height=height, touch=0)
         assert response.status_code == 303, response.get_data(as_text=True)
+        assert self.post("consent", decision=decision).status_code == 303
+
+    def start(self, pid: str | None = None, width=1280, height=900) -> dict:
+        """Screen check, consent and instructions, in that order; the first trial."""
+        ids = {"PROLIFIC_PID": pid, "STUDY_ID": "s", "SESSION_ID": "x"} if pid else {}
+        self.consent(width, height, **ids)
+        assert self.post("instructions").status_code == 303
         return self.trial()
 
     def trial(self) -> dict:

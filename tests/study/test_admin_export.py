@@ -55,7 +55,9 @@ def test_dashboard_needs_login_and_shows_progress_coverage_attention_and_scores(
     for i in range(3):
         p = Client(app.test_client(), study.key)
         run_through(p, p.start(pid=f"PIDadm{i}"))
-    Client(app.test_client(), study.key).enter(PROLIFIC_PID="PIDadm-idle")
+    Client(app.test_client(), study.key).consent(
+        PROLIFIC_PID="PIDadm-idle", STUDY_ID="s", SESSION_ID="x"
+    )
     listing = admin_client.get("/admin/").get_data(as_text=True)
     study_id = re.search(rf'href="/admin/study/(\d+)">{study.name}<', listing).group(1)
     page = admin_client.get(f"/admin/study/{study_id}").get_data(as_text=True)

@@ -189,6 +189,8 @@ def test_closed_study_takes_no_new_participants_but_lets_started_ones_finish(app
 def test_answer_before_the_trials_phase_is_a_conflict(app, participant):
     p, _ = participant()
     p.enter(PROLIFIC_PID="PID-early", STUDY_ID="s", SESSION_ID="x")
+    _assert_clean_4xx(p.answer("anything", choice="left"), 403)  # nobody has consented yet
+    p.consent(PROLIFIC_PID="PID-early", STUDY_ID="s", SESSION_ID="x")
     before = snapshot(app)
     _assert_clean_4xx(p.answer("anything", choice="left"), 404)
     bad_check = p.post("consent", decision="maybe")

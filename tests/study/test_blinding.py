@@ -82,10 +82,10 @@ def test_nothing_a_participant_receives_names_a_variant_model_or_file(app, make_
         )
         token = c.get(f"/api/s/{study.key}/session").json()["csrf_token"]
         h = {"X-CSRFToken": token}
-        c.post(f"/s/{study.key}/consent", data={"decision": "agree"}, headers=h)
-        c.post(f"/s/{study.key}/instructions", headers=h)
         c.post(f"/s/{study.key}/check", data={"width": 300, "height": 200, "touch": 0}, headers=h)
         c.post(f"/s/{study.key}/check", data={"width": 1300, "height": 900, "touch": 0}, headers=h)
+        c.post(f"/s/{study.key}/consent", data={"decision": "agree"}, headers=h)
+        c.post(f"/s/{study.key}/instructions", headers=h)
         body = c.get(f"/api/s/{study.key}/trial").json()
         # some errors on the way: they too must say nothing
         c.post(

@@ -22,12 +22,10 @@ def _start(base: str, key: str, pid: str, barrier: threading.Barrier | None = No
     http.get(f"{base}/s/{key}", params={"PROLIFIC_PID": pid, "STUDY_ID": "s", "SESSION_ID": "x"})
     token = http.get(f"{base}/api/s/{key}/session").json()["csrf_token"]
     h = {"X-CSRFToken": token}
+    http.post(f"{base}/s/{key}/check", data={"width": 1200, "height": 800, "touch": 0}, headers=h)
     http.post(f"{base}/s/{key}/consent", data={"decision": "agree"}, headers=h)
-    http.post(f"{base}/s/{key}/instructions", headers=h)
-    r = http.post(
-        f"{base}/s/{key}/check", data={"width": 1200, "height": 800, "touch": 0}, headers=h
-    )
-    assert r.status_code == 200, r.text
+    r = http.post(f"{base}/s/{key}/instructions", headers=h)  # assigns the trials
+    assert r.status_code == 200 and r.url.endswith("/trials"), r.text
     return http, h
 
 

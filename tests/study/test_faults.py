@@ -71,13 +71,13 @@ class Worker(threading.Thread):
             f"{b}/s/{k}", params={"PROLIFIC_PID": self.pid, "STUDY_ID": "s", "SESSION_ID": "x"}
         )
         self.headers = {"X-CSRFToken": self.http.get(f"{b}/api/s/{k}/session").json()["csrf_token"]}
-        self.http.post(f"{b}/s/{k}/consent", data={"decision": "agree"}, headers=self.headers)
-        self.http.post(f"{b}/s/{k}/instructions", headers=self.headers)
         self.http.post(
             f"{b}/s/{k}/check",
             data={"width": 1200, "height": 800, "touch": 0},
             headers=self.headers,
         )
+        self.http.post(f"{b}/s/{k}/consent", data={"decision": "agree"}, headers=self.headers)
+        self.http.post(f"{b}/s/{k}/instructions", headers=self.headers)
 
     def run(self) -> None:
         try:

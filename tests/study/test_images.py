@@ -1,6 +1,13 @@
-"""Images: opaque tokens, strong ETags, a year of caching, nothing about the file."""
+"""Images: per-trial tokens, opaque ETags, a year of caching, nothing about the file."""
 
 from __future__ import annotations
+
+import hashlib
+
+from sqlalchemy import select
+
+from hprune.contracts.manifest import read_manifest
+from study.models import Stimulus, Trial
 
 
 def _first_image(participant):
@@ -9,12 +16,14 @@ def _first_image(participant):
     return p, body["trial"]["images"]["left"]
 
 
-def test_image_headers_cache_and_conditional_requests(participant):
+def test_image_headers_cache_and_conditional_requests(participant, stimuli_dir):
     p, url = _first_image(participant)
     response = p.client.get(url)
     assert response.status_code == 200 and response.mimetype == "image/png"
     etag = response.headers["ETag"]
-    assert etag.startswith('"') and len(etag) == 66
+    assert etag.startswith('"') and len(etag) == 34
+    hashes = {r.sha256 for r in read_manifest(stimuli_dir)}
+    assert etag.strip('"') not in hashes and hashlib.sha256(response.data).hexdigest() not in hashes
     cache = response.headers["Cache-Control"]
     assert "public" in cache and "max-age=31536000" in cache and "immutable" in cache
     assert "Last-Modified" not in response.headers
@@ -32,6 +41,19 @@ def test_unknown_and_malformed_tokens_are_plain_404s(app):
         assert b"Traceback" not in response.data
 
 
+def test_the_stimulus_file_name_is_not_an_image_url(app, participant):
+    # Images are served under the tokens of a trial only: the stimulus's own token (the name
+    # of nothing public) is no URL, so two trials cannot share one.
+    p, url = _first_image(participant)
+    with app.extensions["hprune_db"].read() as db:
+        token = url.rsplit("/", 1)[1]
+        stimulus = db.scalar(
+            select(Stimulus.token).join(Trial, Trial.left_id == Stimulus.id)
+            .where(Trial.left_token == token)
+        )  # fmt: skip
+    assert p.client.get(f"/i/{stimulus}").status_code == 404
+
+
 def test_x_accel_redirect_lets_nginx_send_the_file(app, participant):
     p, url = _first_image(participant)
     app.config["X_ACCEL_REDIRECT"] = "/_hprune_media/"
@@ -41,5 +63,5 @@ def test_x_accel_redirect_lets_nginx_send_the_file(app, participant):
         app.config["X_ACCEL_REDIRECT"] = None
     token = url.rsplit("/", 1)[1]
     accel = response.headers["X-Accel-Redirect"]
-    assert accel.startswith("/_hprune_media/") and accel.endswith(f"/{token}.png")
+    assert accel.startswith("/_hprune_media/") and accel.endswith(".png") and token not in accel
     assert response.data == b"" and "ETag" in response.headers

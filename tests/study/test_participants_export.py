@@ -48,7 +48,8 @@ def test_export_writes_one_row_per_participant_beside_the_responses(app, make_st
     assert end["phase"] == "end"
     phone = app.test_client()
     phone.environ_base["HTTP_USER_AGENT"] = IPHONE
-    Client(phone, study.key).enter(PROLIFIC_PID="PIDpart-idle", STUDY_ID="st", SESSION_ID="se")
+    idle = Client(phone, study.key)  # agreed, then left before the trials
+    idle.consent(PROLIFIC_PID="PIDpart-idle", STUDY_ID="st", SESSION_ID="se")
 
     out = tmp_path / "export"
     result = run_cli("study", "--db", app.config["DATABASE_URL"], "export", "--study",
@@ -77,7 +78,7 @@ def test_export_writes_one_row_per_participant_beside_the_responses(app, make_st
     assert people.loc["PIDpart-idle", "device_class"] == "mobile"
     assert people.loc["PIDpart-done", "device_class"] == "desktop"
     assert people.loc["PIDpart-done", "viewport_width"] == 1280
-    assert pd.isna(people.loc["PIDpart-idle", "consented_at"])
+    assert not pd.isna(people.loc["PIDpart-idle", "consented_at"])
     assert people.loc["PIDpart-idle", "trials_answered"] == 0
     assert pd.isna(people.loc["PIDpart-idle", "median_rt_ms"])
 
