@@ -1,6 +1,15 @@
-// The trial screen: shows the current trial from the JSON API, takes a click or a key,
-// measures the response time from both images being displayed to the answer, and posts it.
+// The trial screen: shows the current trial from the JSON API, takes a click, a tap or a key,
+// and posts the answer with the response time (from the images being displayed).
 // Everything else (order, sides, what comes next) is decided on the server.
+//
+// #trial-app's data-state:
+//   loading  the trial's images are on their way (dimmed; no input)
+//   locked   the images are displayed, for less than the trial's min_display_ms: input is
+//            ignored, so that a key pressed twice, or meant for the previous trial, cannot
+//            answer this one
+//   ready    an answer is taken (once: then "sending")
+//   sending  the answer is on its way (dimmed; no input)
+// The class "busy" is on in every state but "ready".
 (function () {
   "use strict";
   var app = document.getElementById("trial-app");
@@ -8,9 +17,19 @@
   var answerUrl = app.getAttribute("data-answer");
   var csrf = document.querySelector('meta[name="csrf-token"]').content;
   var $ = function (id) { return document.getElementById(id); };
-  var trial = null;      // the trial on screen
-  var shownAt = null;    // performance.now() when its images were displayed
-  var busy = true;
+  var MAX_IMAGE_PX = 720;  // larger images are hard to compare at a glance
+  var GAP_PX = 24;         // between the two images (style.css .pair gap)
+  var FRAME_PX = 18;       // a choice button's padding and border, both sides (style.css)
+  var trial = null;        // the trial on screen
+  var receivedAt = 0;      // performance.now() when it arrived
+  var shownAt = null;      // ... when its images were displayed
+  var loadMs = null;
+  var pointer = { x: -1, y: -1 }, freshAt = { x: -1, y: -1 };
+
+  function setState(state) {
+    app.setAttribute("data-state", state);
+    app.classList.toggle("busy", state !== "ready");
+  }
 
   function setStatus(text) { $("status").textContent = text || ""; }
 
@@ -32,10 +51,49 @@
     }).then(function () { return img.decode ? img.decode().catch(function () {}) : null; });
   }
 
+  // Nothing carries over from the previous trial: no focus (Space would press the focused
+  // button), no hover highlight until the pointer moves (it may rest where the last click was).
+  function clearHighlight() {
+    if (document.activeElement && document.activeElement !== document.body) {
+      document.activeElement.blur();
+    }
+    app.focus({ preventScroll: true });
+    app.classList.add("fresh");
+    freshAt = { x: pointer.x, y: pointer.y };
+  }
+
+  document.addEventListener("pointermove", function (e) {
+    pointer = { x: e.clientX, y: e.clientY };
+    if (Math.abs(pointer.x - freshAt.x) + Math.abs(pointer.y - freshAt.y) > 4) {
+      app.classList.remove("fresh");
+    }
+  });
+
+  // The images take what the question, prompt and controls leave of the window: side by side,
+  // or one above the other where that makes them larger (a narrow portrait screen).
+  function fit() {
+    var stage = $("stage");
+    var w = stage.clientWidth, h = stage.clientHeight, size;
+    if (!trial) { return; }
+    if (trial.kind === "pair") {
+      var across = Math.min((w - GAP_PX) / 2, h) - FRAME_PX;
+      var stacked = Math.min(w, (h - GAP_PX) / 2) - FRAME_PX;
+      $("pair").classList.toggle("stacked", stacked > across);
+      size = Math.max(across, stacked);
+    } else {
+      size = Math.min(w, h);
+    }
+    size = Math.floor(Math.max(48, Math.min(MAX_IMAGE_PX, size)));
+    app.style.setProperty("--img", size + "px");
+  }
+  window.addEventListener("resize", fit);
+
   function render(t, progress) {
-    trial = t; shownAt = null; busy = true;
-    app.classList.add("busy");
+    trial = t; shownAt = null; loadMs = null; receivedAt = performance.now();
+    setState("loading");
     setStatus("");
+    clearHighlight();
+    app.setAttribute("data-trial", t.id);
     $("question").textContent = t.question;
     $("prompt").hidden = !t.prompt;
     $("prompt").textContent = t.prompt ? "\u201c" + t.prompt + "\u201d" : "";
@@ -49,21 +107,23 @@
       $("progress-text").textContent = (t.practice ? "Practice " : "") + (done + 1) + " / " + total;
     }
     var pair = t.kind === "pair";
-    $("pair").hidden = !pair; $("pair-controls").hidden = !pair; $("single").hidden = pair;
-    var loads;
-    if (pair) {
-      $("choose-tie").hidden = !t.tie;
-      loads = [showImage($("img-left"), t.images.left), showImage($("img-right"), t.images.right)];
-    } else {
-      buildScale(t.scale);
-      loads = [showImage($("img-single"), t.images.image)];
-    }
+    $("pair").hidden = !pair; $("pair-controls").hidden = !pair;
+    $("single").hidden = pair; $("scale").hidden = pair;
+    if (pair) { $("choose-tie").hidden = !t.tie; } else { buildScale(t.scale); }
+    fit();
+    var loads = pair
+      ? [showImage($("img-left"), t.images.left), showImage($("img-right"), t.images.right)]
+      : [showImage($("img-single"), t.images.image)];
     Promise.all(loads).then(function () {
       // the next frame is the first one with the images painted
       window.requestAnimationFrame(function () {
         if (trial !== t) { return; }
-        shownAt = performance.now(); busy = false;
-        app.classList.remove("busy");
+        shownAt = performance.now();
+        loadMs = Math.round((shownAt - receivedAt) * 10) / 10;
+        setState("locked");
+        window.setTimeout(function () {
+          if (trial === t && app.getAttribute("data-state") === "locked") { setState("ready"); }
+        }, t.min_display_ms || 0);
       });
     });
   }
@@ -81,9 +141,13 @@
   }
 
   function submit(fields) {
-    if (busy || !trial || shownAt === null) { return; }
-    busy = true; app.classList.add("busy");
-    var body = Object.assign({ trial: trial.id, rt_ms: Math.round((performance.now() - shownAt) * 10) / 10 }, fields);
+    if (!trial || app.getAttribute("data-state") !== "ready") { return; }
+    setState("sending");
+    var body = Object.assign({
+      trial: trial.id,
+      rt_ms: Math.round((performance.now() - shownAt) * 10) / 10,
+      load_ms: loadMs
+    }, fields);
     post(body, 0);
   }
 
@@ -100,7 +164,7 @@
       if (res.data.redirect) { go(res.data.redirect); return; }
       if (res.status === 409) { load(); return; }
       setStatus(res.data.error || "Your answer was not accepted; please reload the page.");
-      busy = false; app.classList.remove("busy");
+      setState("ready");
     }).catch(function () { retry(body, attempt); });
   }
 
@@ -124,19 +188,28 @@
     else { submit({ rating: Number(target.getAttribute("data-rating")) }); }
   });
 
+  // A focused button answers Space (and Enter) itself, as every button does: Space means
+  // "no preference" only when no button has the focus.
+  function buttonFocused() {
+    var el = document.activeElement;
+    return !!el && el.tagName === "BUTTON";
+  }
+
   document.addEventListener("keydown", function (e) {
-    if (!trial || e.altKey || e.ctrlKey || e.metaKey || e.repeat) { return; }
+    if (!trial || e.altKey || e.ctrlKey || e.metaKey) { return; }
+    var fields = null;
     if (trial.kind === "pair") {
-      if (e.key === "ArrowLeft") { submit({ choice: "left" }); }
-      else if (e.key === "ArrowRight") { submit({ choice: "right" }); }
-      else if (trial.tie && (e.key === "ArrowDown" || e.key === " ")) { submit({ choice: "tie" }); }
-      else { return; }
+      if (e.key === "ArrowLeft") { fields = { choice: "left" }; }
+      else if (e.key === "ArrowRight") { fields = { choice: "right" }; }
+      else if (trial.tie && e.key === "ArrowDown") { fields = { choice: "tie" }; }
+      else if (trial.tie && e.key === " " && !buttonFocused()) { fields = { choice: "tie" }; }
     } else {
       var v = Number(e.key);
-      if (!(e.key.length === 1 && v >= trial.scale.min && v <= trial.scale.max)) { return; }
-      submit({ rating: v });
+      if (e.key.length === 1 && v >= trial.scale.min && v <= trial.scale.max) { fields = { rating: v }; }
     }
+    if (!fields) { return; }
     e.preventDefault();
+    if (!e.repeat) { submit(fields); }  // a held key answers once, then repeats nothing
   });
 
   load();

@@ -296,6 +296,35 @@ def serve_in_thread(app) -> Iterator[str]:
         thread.join(5)
 
 
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, driven by playwright (launched once, for the tests that ask)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(app):
+    with serve_in_thread(app) as base:
+        yield base
+
+
 def png_bytes(size=8) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (size, size), (1, 2, 3)).save(out, format="PNG")

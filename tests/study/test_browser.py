@@ -9,40 +9,13 @@ import pytest
 from sqlalchemy import select
 
 from study.models import Answer, Participant, Study
-from tests.study.conftest import serve_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 MOBILE_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
 )
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def server(app):
-    with serve_in_thread(app) as base:
-        yield base
 
 
 def _shot(page, artifacts_dir, name):
@@ -50,9 +23,9 @@ def _shot(page, artifacts_dir, name):
 
 
 def _through_the_gate(page):
+    page.get_by_role("button", name="Continue").click()  # screen check
     page.get_by_role("button", name="I agree to take part").click()
     page.get_by_role("button", name="Continue").click()  # instructions
-    page.get_by_role("button", name="Continue").click()  # screen check
     page.wait_for_url(re.compile(r"/trials$"))
 
 
@@ -149,22 +122,36 @@ def test_closing_the_tab_or_the_browser_resumes_at_the_same_trial(browser, serve
     fresh.close()
 
 
-def test_small_windows_and_phones_are_refused(browser, server, make_study, artifacts_dir):
+def _participants(app, external_id: str) -> int:
+    with app.extensions["hprune_db"].read() as s:
+        return len(
+            s.scalars(select(Participant).where(Participant.external_id == external_id)).all()
+        )
+
+
+def test_small_windows_and_phones_are_refused_before_consent(
+    browser, server, make_study, app, artifacts_dir
+):
     study = make_study(refuse_mobile=True, min_viewport={"width": 1000, "height": 600})
     context = browser.new_context(viewport={"width": 700, "height": 500})
     page = context.new_page()
     page.goto(f"{server}/s/{study.key}?PROLIFIC_PID=PIDsmall&STUDY_ID=st&SESSION_ID=se")
-    page.get_by_role("button", name="I agree to take part").click()
-    page.get_by_role("button", name="Continue").click()
+    assert not page.get_by_role("button", name="I agree to take part").count()
     with page.expect_response(lambda r: r.request.method == "POST") as posted:
         page.get_by_role("button", name="Continue").click()
     assert posted.value.status == 403
     assert "window is too small (700x500)" in page.inner_text("main")
+    advice = page.inner_text("#return-advice")
+    assert "return the study on Prolific" in advice and "Cancel participation" in advice
+    assert _participants(app, "PIDsmall") == 0  # refused before consent: nothing stored
     _shot(page, artifacts_dir, "refused-viewport")
     page.set_viewport_size({"width": 1200, "height": 800})
     page.get_by_role("link", name="Try again").click()
     page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="I agree to take part").click()
+    page.get_by_role("button", name="Continue").click()
     page.wait_for_url(re.compile(r"/trials$"))
+    assert _participants(app, "PIDsmall") == 1
     context.close()
 
     phone = browser.new_context(
@@ -172,8 +159,8 @@ def test_small_windows_and_phones_are_refused(browser, server, make_study, artif
     )
     page = phone.new_page()
     page.goto(f"{server}/s/{study.key}?PROLIFIC_PID=PIDphone&STUDY_ID=st&SESSION_ID=se")
-    page.get_by_role("button", name="I agree to take part").click()
-    page.get_by_role("button", name="Continue").click()
     page.get_by_role("button", name="Continue").click()
     assert "cannot be done on a phone or tablet" in page.inner_text("main")
+    assert "return the study on Prolific" in page.inner_text("#return-advice")
+    assert _participants(app, "PIDphone") == 0
     phone.close()
