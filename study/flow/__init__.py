@@ -1,7 +1,9 @@
 """A participant's way through a study, kept entirely on the server.
 
-consent -> instructions -> check -> trials -> end (or declined). Passing the screen check
-assigns the participant's trials: practice first, then one block per criterion with the
+check -> consent -> instructions -> trials -> end (or declined). Opening the link stores
+nothing: the screen check comes first, and the answer on the consent page creates the
+participant (``identity``). Finishing the instructions assigns the participant's trials:
+practice first, then one block per criterion (in a counterbalanced order) with the
 main trials and the attention trials (gold trials with a broken image, repeats of an earlier
 trial with the sides swapped) at random positions drawn from the participant's recorded
 seed. The scheduler (``study.scheduling``) chooses the main tasks inside the assignment
@@ -25,9 +27,12 @@ The modules, each using only those above it:
 - ``errors``: :class:`~study.flow.errors.FlowError`, a request the participant's state does
   not allow;
 - ``rows``: the participant's row and their trial rows, as a request loads and changes them;
+- ``identity``: who an arrival is, who may continue a session, the participant created at
+  consent;
 - ``study_lock``: the study row lock that serialises assigners, and timing out the late;
 - ``planning``: which trials a participant gets, and which images fill them;
-- ``lifecycle``: entering, consent, instructions, the screen check, finishing;
+- ``lifecycle``: the screen check, consent (for those who arrived before it created them),
+  instructions, finishing;
 - ``trials``: the current trial (filled when it comes up), the next one, progress;
 - ``answering``: an answer validated and stored with its attention or repeat check.
 """
