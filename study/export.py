@@ -100,6 +100,9 @@ def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame
             Trial.check,
             Answer.passed,
             Participant.outcome,
+            Participant.criterion_order,
+            Trial.min_display_ms,
+            Answer.load_ms,
         )
         .select_from(Answer)
         .join(Trial, Trial.id == Answer.trial_id)
@@ -118,9 +121,9 @@ def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     frame["participant"] = frame["participant"].map(pseudonym)
-    for column in ("trial_index", "rating", "study_version", "seed"):
+    for column in ("trial_index", "rating", "study_version", "seed", "min_display_ms"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("rt_ms", "server_ms"):
+    for column in ("rt_ms", "server_ms", "load_ms"):
         frame[column] = frame[column].astype("Float64")
     for column in ("passed_checks", "check_passed"):
         frame[column] = frame[column].astype("boolean")

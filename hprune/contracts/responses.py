@@ -43,7 +43,16 @@ CONTRACT_COLUMNS = [
 ]
 
 #: Columns the study's export writes beyond the contract.
-EXTRA_COLUMNS = ["study_version", "seed", "check", "check_passed", "participant_outcome"]
+EXTRA_COLUMNS = [
+    "study_version",
+    "seed",
+    "check",
+    "check_passed",
+    "participant_outcome",
+    "criterion_order",
+    "min_display_ms",
+    "load_ms",
+]
 
 #: Every column the study's export writes, in order.
 COLUMNS = CONTRACT_COLUMNS + EXTRA_COLUMNS
@@ -84,6 +93,14 @@ CODEBOOK = {
     "<= 2 for a broken image); repeat answered consistently (same variant, or ratings within 1)",
     "participant_outcome": "completed, failed_attention, timed_out, declined, or empty while "
     "the participant has not finished",
+    "criterion_order": "participant level: the order of the participant's criterion blocks, "
+    "names joined by |; with the spec's criterion_order: counterbalanced each order is given "
+    "to equally many participants (to within one); empty for sessions from before it was kept",
+    "min_display_ms": "the trial's images were displayed at least this long before an answer "
+    "was taken (the spec's min_display_ms; inputs earlier were ignored), so rt_ms >= it; "
+    "empty for sessions from before it was kept",
+    "load_ms": "client time from receiving the trial to its images being displayed "
+    "(loading and decoding), milliseconds; empty when the client did not say",
 }
 
 REQUIRED = ["participant", "kind", "left_variant", "right_variant", "choice", "rating"]

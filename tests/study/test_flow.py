@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from study.models import Answer, Trial
 from study.models import Participant as ParticipantRow
+from tests.study.conftest import Participant as Client
 from tests.study.conftest import attentive, run_through
 
 
@@ -99,3 +100,54 @@ def test_a_trial_whose_filling_was_lost_is_refused_then_filled_again(participant
     again = p.trial()["trial"]
     assert again["id"] == shown["id"] and again["images"]["left"]
     assert p.answer(again["id"], choice="left").status_code == 200
+
+
+def test_criterion_blocks_come_in_counterbalanced_orders_recorded_in_the_export(app, make_study):
+    from study.export import export_responses
+
+    criteria = [
+        {"name": "quality", "question": "Which image looks better?"},
+        {"name": "alignment", "question": "Which matches the text?", "show_prompt": True},
+    ]
+    study = make_study(criteria=criteria, trials_per_criterion=2, practice_trials=2, attention={})
+    orders = []
+    for i in range(6):
+        p = Client(app.test_client(), study.key)
+        body = p.start(pid=f"PID-order{i}")
+        asked = []
+        while body["phase"] == "trials":
+            asked.append((body["trial"]["practice"], body["trial"]["question"]))
+            body = p.answer(body["trial"]["id"], choice="left", load_ms=12.5).get_json()
+        main = [q for practice, q in asked if not practice]
+        first = main[0]
+        assert main == [first] * 2 + [q for q in {c["question"] for c in criteria} - {first}] * 2
+        assert [q for practice, q in asked if practice] == [main[0], main[2]]  # same order
+        orders.append(first)
+    assert sorted(orders.count(c["question"]) for c in criteria) == [3, 3]
+    frame = export_responses(app.config["DATABASE_URL"], study=study.name)
+    per_person = frame.groupby("participant")["criterion_order"].unique()
+    assert sorted(v[0] for v in per_person) == ["alignment|quality"] * 3 + ["quality|alignment"] * 3
+    first_block = frame[frame["kind"] == "pair"].groupby("participant").first()
+    assert (first_block["criterion"] == first_block["criterion_order"].str.split("|").str[0]).all()
+    assert (frame["min_display_ms"] == 300).all() and (frame["load_ms"] == 12.5).all()
+
+
+def test_a_fixed_criterion_order_and_specs_stored_before_it_existed(participant, app):
+    import json
+
+    from study.spec import StudySpec, parse_spec
+
+    criteria = [{"name": "quality"}, {"name": "alignment"}]
+    p, _ = participant(criteria=criteria, criterion_order="fixed", practice_trials=0)
+    body = p.start(pid="PID-fixed")
+    assert body["trial"]["question"] == "Which image looks better?"
+    with app.extensions["hprune_db"].read() as db:
+        order = db.scalar(
+            select(ParticipantRow.criterion_order).where(ParticipantRow.external_id == "PID-fixed")
+        )
+    assert order == "quality|alignment"
+    stored = json.loads(parse_spec({"name": "old", "criteria": criteria}).to_json())
+    for key in ("criterion_order", "min_display_ms"):  # as a version imported before
+        del stored[key]
+    old = StudySpec.from_json(json.dumps(stored))
+    assert (old.criterion_order, old.min_display_ms) == ("fixed", 0)
