@@ -1,10 +1,13 @@
-"""Blinding: nothing a participant can receive names a variant, model, file or path; left/right
-is balanced per variant, and attention trials look like every other trial."""
+"""Blinding: nothing a participant can receive names a variant, model, file or path; served
+images cannot be matched to a public manifest; left/right is balanced per variant; attention
+trials look like every other trial, so that a bot that never looks at the images fails them
+as often as chance predicts."""
 
 from __future__ import annotations
 
 import base64
 import re
+import secrets
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -101,9 +104,11 @@ def test_nothing_a_participant_receives_names_a_variant_model_or_file(app, make_
         c.get("/i/AAAAAAAAAAAAAAAAAAAAAAAA")
         c.get(f"/s/{study.key}/nothing-here")
         rng = np.random.default_rng(3)
+        urls: list[str] = []
         while body["phase"] == "trials":
             trial = body["trial"]
             trial_shapes.add((tuple(sorted(trial)), tuple(sorted(trial["images"]))))
+            urls += trial["images"].values()
             for url in [*trial["images"].values(), *body["preload"]]:
                 c.get(url)
             choice = ["left", "right"][int(rng.integers(2))]
@@ -123,6 +128,8 @@ def test_nothing_a_participant_receives_names_a_variant_model_or_file(app, make_
         assert not METADATA_CHUNKS & set(png_chunk_types(data))
         assert not [w for w in forbidden if w and w.encode() in data]
     assert len(trial_shapes) == 1, "attention/practice trials are distinguishable"
+    assert len(set(urls)) == len(urls), "two trials share an image URL"
+    assert len({len(data) for data in c.images}) == 1, "image sizes differ"
 
 
 def test_left_right_balance_within_two_points_over_a_simulated_study(app, make_study):
@@ -152,3 +159,179 @@ def test_left_right_balance_within_two_points_over_a_simulated_study(app, make_s
     shares = {v: on_left[v] / shown[v] for v in shown}
     assert all(abs(share - 0.5) <= 0.02 for share in shares.values()), shares
     assert max(pairs.values()) - min(pairs.values()) <= 1, pairs  # balanced pair coverage
+
+
+# --- against a public manifest, and a bot that never looks -----------------------------------
+
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+
+
+def binomial_summary(k: int, n: int, chance: float) -> str:
+    """``k/n`` with its exact (Clopper-Pearson) 95% interval and the two-sided p-value of a
+    difference from ``chance``."""
+    from scipy.stats import binomtest
+
+    test = binomtest(k, n, chance)
+    low, high = test.proportion_ci(0.95, method="exact")
+    return (
+        f"{k}/{n} = {k / n:.3f} (95% CI {low:.3f}-{high:.3f}; chance {chance:.3f}, "
+        f"p={test.pvalue:.3g})"
+    )
+
+
+def _crawl(base: str, key: str, pid: str, rng) -> list[tuple[str, requests.Response]]:
+    """One participant through the study, keeping every image response: (url, response)."""
+    c = Crawler(base)
+    c.get(f"/s/{key}", params={"PROLIFIC_PID": pid, "STUDY_ID": "st", "SESSION_ID": pid})
+    h = {"X-CSRFToken": c.get(f"/api/s/{key}/session").json()["csrf_token"]}
+    c.post(f"/s/{key}/check", data={"width": 1300, "height": 900, "touch": 0}, headers=h)
+    c.post(f"/s/{key}/consent", data={"decision": "agree"}, headers=h)
+    c.post(f"/s/{key}/instructions", headers=h)
+    body, seen = c.get(f"/api/s/{key}/trial").json(), []
+    while body["phase"] == "trials":
+        trial = body["trial"]
+        seen += [(url, c.get(url)) for url in trial["images"].values()]
+        answer = {"choice": ["left", "right"][int(rng.integers(2))]}
+        body = c.post(
+            f"/api/s/{key}/answer", json={"trial": trial["id"], "rt_ms": 900, **answer}, headers=h
+        ).json()
+    return seen
+
+
+def _reencodings(data: bytes) -> set[str]:
+    """sha256 of the served image decoded and saved again as common encoders would."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = image.convert("RGB")
+    out = set()
+    for options in ({}, {"optimize": True}, *({"compress_level": k} for k in range(10))):
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="PNG", **options)
+        out.add(hashlib.sha256(buffer.getvalue()).hexdigest())
+    return out
+
+
+def test_a_participant_with_the_public_manifest_names_variants_at_chance(
+    app, db_url, artifacts_dir
+):
+    """The repository's demo manifest maps every rendered file's sha256 (and, with the files,
+    their sizes) to its variant. A participant who keeps every byte they are sent tries each
+    way of matching: the hash of the image, its ETag, the hash of the image re-encoded as
+    common encoders would, and the nearest rendered file size."""
+    import hashlib
+
+    import yaml
+
+    from study.importer import import_study
+    from study.simulate.oracle import StimulusOracle
+    from study.spec import parse_spec
+
+    rows = read_manifest(DEMO / "stimuli")
+    by_hash = {r.sha256: r.variant for r in rows}
+    sizes = [((DEMO / "stimuli" / r.file).stat().st_size, r.variant) for r in rows]
+    spec = yaml.safe_load((DEMO / "study.yaml").read_text())
+    spec |= {"name": f"demo-blind-{secrets.token_hex(3)}"}
+    spec["attention"]["max_failures"] = 100
+    result = import_study(
+        app.extensions["hprune_db"], DEMO / "stimuli", parse_spec(spec), app.config["MEDIA_DIR"],
+        progress=False,
+    )  # fmt: skip
+    oracle = StimulusOracle.from_database(db_url, result.study_name)
+    rng = np.random.default_rng(11)
+    named = matched = 0
+    truth = []
+    with serve_in_thread(app) as base:
+        for i in range(6):
+            for url, response in _crawl(base, result.public_key, f"PIDblind{i}", rng):
+                shown = oracle.lookup(url)
+                if shown.role == "broken":
+                    continue
+                data, etag = response.content, response.headers["ETag"].strip('"')
+                candidates = {hashlib.sha256(data).hexdigest(), etag} | _reencodings(data)
+                hits = [by_hash[h] for h in candidates if h in by_hash]
+                matched += bool(hits)
+                nearest = min(sizes, key=lambda s: abs(s[0] - len(data)))[1]
+                guess = hits[0] if hits else nearest
+                named += guess == shown.variant
+                truth.append(shown.variant)
+    oracle.close()
+    n, chance = len(truth), 1 / len(set(truth))
+    summary = binomial_summary(named, n, chance)
+    (artifacts_dir / "blinding-manifest-attack.txt").write_text(
+        f"variants named by a participant holding the public demo manifest: {summary}; "
+        f"hash, ETag or re-encoding matches: {matched}\n"
+    )
+    assert matched == 0, f"{matched} served images matched the manifest"
+    from scipy.stats import binomtest
+
+    assert binomtest(named, n, chance, alternative="greater").pvalue > 1e-3, summary
+
+
+def test_a_bot_that_never_looks_fails_attention_checks_at_chance(app, make_study, artifacts_dir):
+    """A bot that never decodes an image but uses everything else it is sent (URLs, sizes,
+    ETags, the bytes' hashes, which images it saw before, the order): in a pair study a gold
+    trial and a repeat each pass with probability 1/2 when the answer is a coin flip."""
+    import hashlib
+
+    from study.models import Answer
+
+    study = make_study(
+        trials_per_criterion=6,
+        practice_trials=1,
+        attention={"broken": 2, "repeat": 2, "max_failures": 100},
+    )
+    rng = np.random.default_rng(5)
+    for i in range(30):
+        p = Client(app.test_client(), study.key)
+        body = p.start(pid=f"PIDbot{i}")
+        earlier: dict[frozenset, dict[str, str]] = {}  # a pair's fingerprints -> side: answer
+        seen: set[str] = set()
+        while body["phase"] == "trials":
+            trial = body["trial"]
+            files = {}
+            for side, url in trial["images"].items():
+                response = p.client.get(url)
+                files[side] = {
+                    "url": url,
+                    "etag": response.headers["ETag"],
+                    "hash": hashlib.sha256(response.data).hexdigest(),
+                    "length": len(response.data),
+                }
+            keys = [frozenset(f[k] for f in files.values()) for k in ("url", "etag", "hash")]
+            known = next((earlier[k] for k in keys if k in earlier), None)
+            lengths = {side: f["length"] for side, f in files.items()}
+            new = [side for side, f in files.items() if f["hash"] not in seen]
+            if known is not None:  # the same pair again: answer as before, sides swapped
+                choice = {"left": "right", "right": "left"}[known]
+            elif len(set(lengths.values())) > 1:  # a broken image is larger: choose the other
+                choice = min(lengths, key=lengths.get)
+            elif len(new) == 1:  # one image never seen: perhaps the broken one
+                choice = "left" if new == ["right"] else "right"
+            else:
+                choice = ["left", "right"][int(rng.integers(2))]
+            for k in keys:
+                earlier[k] = "left" if choice == "left" else "right"
+            seen |= {f["hash"] for f in files.values()}
+            body = p.answer(trial["id"], choice=choice).get_json()
+    with app.extensions["hprune_db"].read() as s:
+        rows = s.execute(
+            select(Trial.check, Answer.passed)
+            .join(Answer, Answer.trial_id == Trial.id)
+            .join(Participant, Participant.id == Trial.participant_id)
+            .join(Study, Study.id == Participant.study_id)
+            .where(Study.public_key == study.key, Trial.check.is_not(None))
+        ).all()
+    from scipy.stats import binomtest
+
+    lines = []
+    for check in ("broken", "repeat"):
+        passed = [bool(ok) for kind, ok in rows if kind == check]
+        k, n = sum(passed), len(passed)
+        assert n >= 50
+        lines.append(f"{check}: passed {binomial_summary(k, n, 0.5)}")
+        assert binomtest(k, n, 0.5).pvalue > 1e-3, lines[-1]
+    (artifacts_dir / "blinding-bot.txt").write_text("\n".join(lines) + "\n")
