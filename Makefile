@@ -34,12 +34,17 @@ format:
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Chromium for the browser tests (playwright cannot download a browser here).
+# Chromium for the browser tests (playwright cannot download a browser here); nginx and
+# openssl for the HTTPS test (a TLS terminator with a self-signed certificate on loopback;
+# the test runs its own nginx: on a machine with systemd, `systemctl disable --now nginx`
+# stops the one the package starts).
 $(VENV)/.system-packages:
 	@mkdir -p $(VENV)
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1 \
+		|| ! command -v openssl >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium fonts-dejavu-core; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium fonts-dejavu-core \
+			nginx openssl; \
 	fi
 	touch $@
 

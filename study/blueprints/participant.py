@@ -336,6 +336,8 @@ def image(token: str):
         response.headers["X-Accel-Redirect"] = f"{accel.rstrip('/')}/{media_path}"
         response.set_etag(etag)
         response = response.make_conditional(request)
+        if response.status_code == 304:  # nothing for nginx to send
+            del response.headers["X-Accel-Redirect"]
     else:
         path = Path(current_app.config["MEDIA_DIR"]) / media_path
         try:
