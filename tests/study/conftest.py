@@ -325,6 +325,37 @@ def server(app):
         yield base
 
 
+def through_the_gate(page) -> None:
+    """From the study link's first page (the screen check) to the trials, in a browser."""
+    import re
+
+    page.get_by_role("button", name="Continue").click()  # screen check
+    page.get_by_role("button", name="I agree to take part").click()
+    page.get_by_role("button", name="Continue").click()  # instructions
+    page.wait_for_url(re.compile(r"/trials$"))
+
+
+def answers_of(app, external_id: str) -> list:
+    """The participant's answers, in order: (choice, rating, rt_ms, server_ms, load_ms,
+    the trial's min_display_ms)."""
+    from sqlalchemy import select
+
+    from study.models import Answer, Trial
+    from study.models import Participant as Person
+
+    with app.extensions["hprune_db"].read() as s:
+        return s.execute(
+            select(
+                Answer.choice, Answer.rating, Answer.rt_ms, Answer.server_ms, Answer.load_ms,
+                Trial.min_display_ms,
+            )
+            .join(Trial, Trial.id == Answer.trial_id)
+            .join(Person, Person.id == Answer.participant_id)
+            .where(Person.external_id == external_id)
+            .order_by(Trial.position)
+        ).all()  # fmt: skip
+
+
 def png_bytes(size=8) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (size, size), (1, 2, 3)).save(out, format="PNG")

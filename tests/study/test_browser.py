@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from study.models import Answer, Participant, Study
+from tests.study.conftest import through_the_gate
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -20,13 +21,6 @@ MOBILE_UA = (
 
 def _shot(page, artifacts_dir, name):
     page.screenshot(path=str(artifacts_dir / f"study-{name}.png"), full_page=True)
-
-
-def _through_the_gate(page):
-    page.get_by_role("button", name="Continue").click()  # screen check
-    page.get_by_role("button", name="I agree to take part").click()
-    page.get_by_role("button", name="Continue").click()  # instructions
-    page.wait_for_url(re.compile(r"/trials$"))
 
 
 def _ready(page):
@@ -54,7 +48,7 @@ def test_prolific_link_to_completion_redirect(browser, server, make_study, app, 
     )
     page.goto(f"{server}/s/{study.key}?PROLIFIC_PID=PIDbrowser&STUDY_ID=st&SESSION_ID=se")
     _shot(page, artifacts_dir, "consent")
-    _through_the_gate(page)
+    through_the_gate(page)
     k = 0
     while "/trials" in page.url:
         try:
@@ -100,7 +94,7 @@ def test_closing_the_tab_or_the_browser_resumes_at_the_same_trial(browser, serve
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     page.goto(entry)
-    _through_the_gate(page)
+    through_the_gate(page)
     for k in range(3):
         _ready(page)
         before = page.inner_text("#progress-text")  # counts up from one trial to the next
