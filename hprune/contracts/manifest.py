@@ -11,9 +11,10 @@ Beside the manifest, ``hprune render`` keeps ``render.json`` (the variants' defi
 model fingerprints, the reference variant, the seeds) and ``prompts.jsonl`` (the prompts
 with their metadata), which ``hprune score`` reads.
 
-Images are PNG with every text, time and EXIF chunk stripped: they are served byte for byte,
-so anything written into one (a prompt, a model name, a render date) would reach the
-participant. :func:`check_image` enforces that, with the sha256, before an image is served.
+Images are PNG with every text, time and EXIF chunk stripped, so that nothing written into
+one (a prompt, a model name, a render date) travels with the stimuli. :func:`check_image`
+enforces that, with the sha256, before an image is imported; the study serves re-encoded
+copies of the pixels alone (``study.media``), which match no sha256 listed here.
 """
 
 from __future__ import annotations
