@@ -14,11 +14,10 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from flask_wtf.csrf import generate_csrf
 
 from study.blueprints.common import (
-    NOT_STARTED,
-    arrival,
     bound_participant,
     load_participant,
     phase_url,
+    waiting_arrival,
 )
 from study.catalogue import Catalogue, catalogue
 from study.flask_db import get_db
@@ -94,9 +93,7 @@ def session_state(key: str):
     with get_db().write() as db:
         participant = bound_participant(db, key)
         if participant is None:
-            who, screen = arrival(key)
-            if who is None:
-                raise FlowError(403, NOT_STARTED)
+            _, screen = waiting_arrival(key)
             phase = "check" if screen is None else "consent"
             return jsonify(phase=phase, csrf_token=generate_csrf())
         trials = load_trials(db, participant)

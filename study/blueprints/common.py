@@ -58,6 +58,14 @@ def arrival(key: str) -> tuple[Arrival | None, list[int] | None]:
     return found, screen if valid else None
 
 
+def waiting_arrival(key: str) -> tuple[Arrival, list[int] | None]:
+    """:func:`arrival`, which must be there (403 otherwise: the link was not opened here)."""
+    who, screen = arrival(key)
+    if who is None:
+        raise FlowError(403, NOT_STARTED)
+    return who, screen
+
+
 def keep_arrival(key: str, who: Arrival, screen: list[int] | None = None) -> None:
     waiting = dict(session.get("arrivals", {}))
     waiting[key] = who.to_cookie() | ({"screen": screen} if screen else {})

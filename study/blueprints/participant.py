@@ -30,14 +30,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from study.blueprints.common import (
-    NOT_STARTED,
-    arrival,
     bound_participant,
     keep_arrival,
     load_participant,
     load_study,
     phase_url,
     remember,
+    waiting_arrival,
 )
 from study.catalogue import catalogue
 from study.flask_db import get_db
@@ -163,32 +162,27 @@ def _refused(key: str, spec: StudySpec, reason: str, source: str | None):
 @bp.route("/s/<key>/check", methods=["GET", "POST"])
 def check(key: str):
     """The screen check, before consent: a window too small, or a phone where the spec refuses
-    them, is turned away before the participant has read or agreed to anything."""
+    them, is turned away before the participant has read or agreed to anything (and nothing
+    is stored). A participant who arrived before the check came first takes it here last."""
     with get_db().write() as db:
         participant = bound_participant(db, key)
         if participant is None:
-            who, screen = arrival(key)
-            if who is None:
-                raise FlowError(403, NOT_STARTED)
-            spec = _newest_spec(db, key)
-            if request.method == "GET":
-                if screen is not None:
-                    return _see_other(phase_url(key, "consent"))
-                return render_template("check.html", key=key, spec=spec)
-            width, height, touch = _screen_form()
-            reason = screen_refusal(spec, width, height, touch, request.user_agent.string)
-            if reason:
-                return _refused(key, spec, reason, who.source)
-            keep_arrival(key, who, [width, height])
-            return _see_other(phase_url(key, "consent"))
-        if participant.phase != "check":  # one who arrived before the check came first
+            who, screen = waiting_arrival(key)
+            if request.method == "GET" and screen is not None:
+                return _see_other(phase_url(key, "consent"))
+            spec, source = _newest_spec(db, key), who.source
+        elif participant.phase != "check":
             return _see_other(phase_url(key, participant.phase))
-        spec = catalogue(db, participant.version_id).spec
+        else:
+            spec, source = catalogue(db, participant.version_id).spec, None
         if request.method == "POST":
             width, height, touch = _screen_form()
             reason = screen_refusal(spec, width, height, touch, request.user_agent.string)
             if reason:
-                return _refused(key, spec, reason, None)
+                return _refused(key, spec, reason, source)
+            if participant is None:
+                keep_arrival(key, who, [width, height])
+                return _see_other(phase_url(key, "consent"))
             pass_check(db, participant, width, height)
             return _see_other(phase_url(key, participant.phase))
     return render_template("check.html", key=key, spec=spec)
@@ -210,9 +204,7 @@ def consent(key: str):
                 give_consent(db, participant, spec, agree=decision == "agree")
                 return _see_other(phase_url(key, participant.phase))
             return render_template("consent.html", key=key, spec=spec)
-        who, screen = arrival(key)
-        if who is None:
-            raise FlowError(403, NOT_STARTED)
+        who, screen = waiting_arrival(key)
         if screen is None:
             return _see_other(phase_url(key, "check"))
         if decision is None:

@@ -181,3 +181,39 @@ def test_ids_keys_and_tokens_with_a_trailing_newline_are_refused(app, make_study
     assert p.client.get(f"/i/{token}%0A").status_code == 404
     assert p.answer(body["trial"]["id"] + "\n", choice="left").status_code == 404
     assert _people(app, study.key) == 1
+
+
+def test_sessions_started_before_the_upgrade_finish_the_way_they_began(app, make_study, db_url):
+    """Participants who arrived before 0004 (consent first, screen check last, trials without
+    image tokens) keep going after the upgrade."""
+    from alembic import command
+    from sqlalchemy import update
+
+    from study.db import alembic_config, upgrade
+    from study.models import Trial
+
+    study = make_study(attention={})
+    running = Client(app.test_client(), study.key)
+    body = running.start(pid="PID-upgrade")
+    command.downgrade(alembic_config(db_url), "0003")  # trials lose their image tokens
+    upgrade(db_url)  # ... and get new ones
+    app.extensions["hprune_db"].engine.dispose()
+    again = running.trial()
+    assert again["trial"]["id"] == body["trial"]["id"]
+    assert all(running.client.get(u).status_code == 200 for u in again["trial"]["images"].values())
+    with app.extensions["hprune_db"].read() as s:
+        assert s.scalar(select(func.count(Trial.id)).where(Trial.left_token.is_(None))) == 0
+
+    legacy = Client(app.test_client(), study.key)  # as the old entry page created them
+    legacy.consent(PROLIFIC_PID="PID-legacy", STUDY_ID="s", SESSION_ID="x")
+    with app.extensions["hprune_db"].write() as s:
+        s.execute(
+            update(Participant)
+            .where(Participant.external_id == "PID-legacy")
+            .values(phase="consent", consented_at=None, viewport_width=None, viewport_height=None)
+        )
+    assert legacy.client.get(f"/s/{study.key}/consent").status_code == 200
+    assert legacy.post("consent", decision="agree").location.endswith("/instructions")
+    assert legacy.post("instructions").location.endswith("/check")  # the check comes last
+    assert legacy.post("check", width=1280, height=900, touch=0).location.endswith("/trials")
+    assert legacy.trial()["phase"] == "trials"
