@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -121,6 +122,8 @@ class Participant(Base):
     version_id: Mapped[int] = mapped_column(ForeignKey("study_versions.id"))
     external_id: Mapped[str] = mapped_column(String(100))  # PROLIFIC_PID or anonymous id
     source: Mapped[str] = mapped_column(String(16))  # prolific | lab | anonymous
+    # Played by `hprune study simulate` (marked by the simulator): never a real person.
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     prolific_study_id: Mapped[str | None] = mapped_column(String(100))
     prolific_session_id: Mapped[str | None] = mapped_column(String(100))
     # consent -> instructions -> check -> trials -> end (or declined)
@@ -128,6 +131,7 @@ class Participant(Base):
     outcome: Mapped[str | None] = mapped_column(
         String(24)
     )  # completed|failed_attention|timed_out|declined
+    completion_code: Mapped[str | None] = mapped_column(String(100))  # given at the end
     order_seed: Mapped[int] = mapped_column(BigInteger)
     consent_version: Mapped[str | None] = mapped_column(String(100))
     instructions_version: Mapped[str | None] = mapped_column(String(100))
@@ -242,6 +246,24 @@ class Admin(Base):
     password_hash: Mapped[str] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # A generated (temporary) password: the dashboard asks for a new one at the first login.
+    must_change_password: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AdminSession(Base):
+    """A logged-in admin browser (``study.admins``): the cookie holds a random token, the
+    database its hash, so that logging out or a password change ends the session for good."""
+
+    __tablename__ = "admin_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admins.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class LoginFailure(Base):
