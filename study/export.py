@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from hprune.contracts import participants as participants_contract
+from hprune.contracts.prolific import PROLIFIC_FILES, write_approvals
 from hprune.contracts.responses import COLUMNS, EXPORT_FILES, write_responses
 from hprune.errors import UserError
 from hprune.fileio import atomic_output_dir
@@ -29,6 +30,8 @@ from study.models import Answer, Participant, Stimulus, Study, StudyVersion, Tri
 from study.spec import StudySpec
 
 T = TypeVar("T")
+#: Every file an export folder holds.
+EXPORT_FILES_ALL = (*EXPORT_FILES, *participants_contract.PARTICIPANTS_FILES, *PROLIFIC_FILES)
 
 
 def pseudonym(public_id: str) -> str:
@@ -74,35 +77,37 @@ def _failed_gold():
 
 
 def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame:
+    """The responses export of ``study_name`` (all studies if None), typed."""
     _require_study(session, study_name)
     left, right = aliased(Stimulus), aliased(Stimulus)
     query = (
         select(
-            Study.name,
-            Participant.public_id,
-            Trial.position,
-            Trial.kind,
-            Trial.criterion,
-            Trial.prompt_id,
-            left.image_id,
-            right.image_id,
-            left.variant,
-            right.variant,
-            Answer.choice,
-            Answer.rating,
-            Answer.rt_ms,
-            Answer.server_ms,
-            Trial.shown_at,
-            Answer.answered_at,
-            Participant.id.not_in(_failed_gold()),
-            StudyVersion.number,
-            Trial.seed,
-            Trial.check,
-            Answer.passed,
-            Participant.outcome,
-            Participant.criterion_order,
-            Trial.min_display_ms,
-            Answer.load_ms,
+            Study.name.label("study"),
+            Participant.public_id.label("participant"),
+            Trial.position.label("trial_index"),
+            Trial.kind.label("kind"),
+            Trial.criterion.label("criterion"),
+            Trial.prompt_id.label("prompt_id"),
+            left.image_id.label("left_image"),
+            right.image_id.label("right_image"),
+            left.variant.label("left_variant"),
+            right.variant.label("right_variant"),
+            Answer.choice.label("choice"),
+            Answer.rating.label("rating"),
+            Answer.rt_ms.label("rt_ms"),
+            Answer.server_ms.label("server_ms"),
+            Trial.shown_at.label("shown_at"),
+            Answer.answered_at.label("answered_at"),
+            Participant.id.not_in(_failed_gold()).label("passed_checks"),
+            StudyVersion.number.label("study_version"),
+            Trial.seed.label("seed"),
+            Trial.check.label("check"),
+            Answer.passed.label("check_passed"),
+            Participant.outcome.label("participant_outcome"),
+            Participant.criterion_order.label("criterion_order"),
+            Trial.min_display_ms.label("min_display_ms"),
+            Answer.load_ms.label("load_ms"),
+            Participant.version_id.label("version_id"),
         )
         .select_from(Answer)
         .join(Trial, Trial.id == Answer.trial_id)
@@ -115,8 +120,21 @@ def frame_from_session(session: Session, study_name: str | None) -> pd.DataFrame
     )
     if study_name is not None:
         query = query.where(Study.name == study_name)
-    frame = pd.DataFrame(session.execute(query).all(), columns=COLUMNS)
-    return _typed(frame)
+    result = session.execute(query)
+    frame = pd.DataFrame(result.all(), columns=list(result.keys()))
+    policies = _attention_policies(session)
+    frame["attention_max_failures"] = frame.pop("version_id").map(policies).astype("Int64")
+    return _typed(frame[COLUMNS])
+
+
+def _attention_policies(session: Session) -> dict[int, int]:
+    """Study version id -> its spec's attention.max_failures."""
+    return {
+        version_id: StudySpec.from_json(spec_json).attention.max_failures
+        for version_id, spec_json in session.execute(
+            select(StudyVersion.id, StudyVersion.spec_json)
+        )
+    }
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -149,12 +167,14 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
             Participant.id,
             Participant.public_id,
             Participant.source,
+            Participant.simulated,
             Participant.external_id,
             Participant.prolific_study_id,
             Participant.prolific_session_id,
             StudyVersion.number,
-            StudyVersion.spec_json,
+            Participant.version_id,
             Participant.outcome,
+            Participant.completion_code,
             Participant.created_at,
             Participant.consented_at,
             Participant.finished_at,
@@ -186,22 +206,17 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
     n_answered = answered.groupby("id").size()
     n_attention, n_failed = attention.size(), attention["failed"].sum()
     median_rt = answered[answered["kind"] != "practice"].groupby("id")["rt_ms"].median()
-    codes: dict[str, dict[str, str]] = {}
+    policies = _attention_policies(session)
     rows = []
     for person in people:
-        if person.spec_json not in codes:
-            codes[person.spec_json] = StudySpec.from_json(person.spec_json).completion_codes
         rows.append(
             {
                 "study": person.name,
                 "participant": pseudonym(person.public_id),
-                "source": person.source,
-                "prolific_pid": person.external_id if person.source == "prolific" else None,
-                "prolific_study_id": person.prolific_study_id,
-                "prolific_session_id": person.prolific_session_id,
+                **identity(person),
                 "study_version": person.number,
                 "outcome": person.outcome,
-                "completion_code": codes[person.spec_json].get(person.outcome or ""),
+                "completion_code": person.completion_code,
                 "arrived_at": person.created_at,
                 "consented_at": person.consented_at,
                 "finished_at": person.finished_at,
@@ -209,6 +224,7 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
                 "trials_answered": n_answered.get(person.id, 0),
                 "attention_answered": n_attention.get(person.id, 0),
                 "attention_failed": n_failed.get(person.id, 0),
+                "attention_max_failures": policies[person.version_id],
                 "passed_checks": person.passed_checks,
                 "median_rt_ms": median_rt.get(person.id),
                 "viewport_width": person.viewport_width,
@@ -220,11 +236,46 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
     return participants_contract.validate_participants(frame)
 
 
+def identity(person) -> dict:
+    """The export's source, simulated flag and ids of a participant row, from the stored entry
+    id (``PROLIFIC_PID``, ``lab:<id>`` or ``anon:<random>``): a simulated participant shows no
+    Prolific id, whatever link the simulator entered by."""
+    if person.simulated:
+        return {"source": "simulated", "simulated": True, "external_id": person.external_id}
+    if person.source == "prolific":
+        return {
+            "source": "prolific",
+            "simulated": False,
+            "prolific_pid": person.external_id,
+            "prolific_study_id": person.prolific_study_id,
+            "prolific_session_id": person.prolific_session_id,
+        }
+    lab_id = person.external_id.removeprefix("lab:") if person.source == "lab" else None
+    return {"source": person.source, "simulated": False, "external_id": lab_id}
+
+
 def device_class(user_agent: str | None) -> str | None:
     """mobile (phone or tablet) or desktop, by the user agent the browser sent (None if none)."""
     if not user_agent:
         return None
     return "mobile" if MOBILE_UA.search(user_agent) else "desktop"
+
+
+def write_study_files(source: str | Database, folder: Path, *, study: str | None = None) -> None:
+    """Write every export file of ``study`` into the existing ``folder``: the responses
+    (``responses.csv``, ``responses.parquet``, ``codebook.json``), the participants
+    (``participants.csv``, ``participants.parquet``, ``participants_codebook.json``) and the
+    Prolific approvals (``prolific_approvals.csv``, ``prolific_bulk_approve.json``)."""
+    frame, participants = _read(
+        source,
+        lambda session: (
+            frame_from_session(session, study),
+            participants_from_session(session, study),
+        ),
+    )
+    write_responses(frame, folder)
+    participants_contract.write_participants(participants, folder)
+    write_approvals(participants, folder)
 
 
 def write_export(
@@ -234,21 +285,12 @@ def write_export(
     study: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Write the responses (``responses.csv``, ``responses.parquet``, ``codebook.json``) and
-    ``participants.csv`` into ``out_dir``, all or nothing."""
-    frame, participants = _read(
-        source,
-        lambda session: (
-            frame_from_session(session, study),
-            participants_from_session(session, study),
-        ),
-    )
+    """Write every export file (:func:`write_study_files`) into ``out_dir``, all or nothing;
+    their paths by name."""
     out_dir = Path(out_dir)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        write_responses(frame, tmp)
-        participants_contract.write_participants(participants, tmp)
-    names = (*EXPORT_FILES, participants_contract.PARTICIPANTS_CSV)
-    return {name: out_dir / name for name in names}
+        write_study_files(source, tmp, study=study)
+    return {name: out_dir / name for name in EXPORT_FILES_ALL}
 
 
 def study_names(source: str | Database) -> list[str]:
@@ -263,4 +305,5 @@ __all__ = [
     "participants_from_session",
     "study_names",
     "write_export",
+    "write_study_files",
 ]

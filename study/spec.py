@@ -4,15 +4,19 @@ A spec is parsed into a frozen :class:`StudySpec` and stored, as canonical JSON,
 study version, so a participant's trials can always be explained by the spec they were given.
 Every mistake in a spec is a :class:`~hprune.errors.UserError` naming the field.
 
-Example (every field but ``name`` has a default)::
+Example (every field but ``name`` has a default; complete pair and MOS specs, each imported by
+the tests, are in ``docs/study-specs.md``)::
 
     name: sd35-compression          # unique in the database; never shown to participants
     title: Image comparison         # shown to participants
     kind: pair                      # pair (2AFC) | rating (MOS 1-5)
     tie: true                       # pair only: offer "no preference"
     criteria:
-      - {name: quality, question: Which image looks better?}
-      - {name: alignment, question: Which image matches the text better?, show_prompt: true}
+      - name: quality
+        question: Which image looks better?
+      - name: alignment
+        question: Which image matches the text better?
+        show_prompt: true
     compare: all-pairs              # all-pairs | reference (each variant against `reference`)
     reference: original
     variants: [original, hpp-20]    # optional subset of the manifest's variants
@@ -28,7 +32,17 @@ Example (every field but ``name`` has a default)::
     consent: {version: "1", text: "..."}
     instructions: {version: "1", text: "..."}
     completion_codes: {completed: C1, failed_attention: C2, timed_out: C3}
-    completion_url: https://app.prolific.com/submissions/complete?cc={code}
+    completion_url: "https://app.prolific.com/submissions/complete?cc={code}"
+
+Completion codes: a Prolific participant gets the spec's code for their outcome as it is,
+because Prolific checks it against the codes set up for the study there (so set the same
+codes on Prolific); who really finished is the participants export, not the code, so a
+shared code gains nobody anything (``docs/study-specs.md``). Everyone else (lab, anonymous,
+simulated) gets the code with a random suffix of their own, ``C1-7F3A9B2E``, which the
+participants export lists beside them: a code someone shows proves who finished.
+
+:func:`spec_warnings` names what is valid but risky (a completion URL without ``{code}``,
+missing outcome codes, sessions too long to stay attentive); ``hprune study import`` prints them.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +75,12 @@ DEFAULT_QUESTIONS = {
     "rating": "How good is this image?",
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+OUTCOME_CODES = ("completed", "failed_attention", "timed_out")
+#: More trials than this per session: attention and data quality fall off over long sessions
+#: (200 trials at a few seconds each is already 15-20 minutes of looking).
+MAX_ADVISED_TRIALS = 200
+#: Seconds per trial assumed for the session-length warning (pairs are quicker than ratings).
+SECONDS_PER_TRIAL = {"pair": 4.0, "rating": 6.0}
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,21 @@ class StudySpec:
 
     def completion_link(self, code: str) -> str | None:
         return self.completion_url.replace("{code}", code) if self.completion_url else None
+
+    def completion_code(self, outcome: str | None, *, per_participant: bool) -> str | None:
+        """The code a participant with ``outcome`` is given (None if the spec has none): the
+        spec's own, or with ``per_participant`` that code with a random suffix (module
+        docstring)."""
+        code = self.completion_codes.get(outcome or "")
+        if code is None or not per_participant:
+            return code
+        return f"{code}-{secrets.token_hex(4).upper()}"
+
+    @property
+    def trials_per_participant(self) -> int:
+        """Every trial a participant who completes the study answers."""
+        main = self.trials_per_criterion * len(self.criteria)
+        return self.practice_trials + main + self.attention.broken + self.attention.repeat
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -286,6 +322,41 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
         completion_url=url,
         seed=integer("seed", 0, 0, 2**31 - 1),
     )
+
+
+def spec_warnings(spec: StudySpec) -> list[str]:
+    """What in a valid spec is risky, one sentence each (empty: nothing)."""
+    warnings = []
+    if spec.completion_url and "{code}" not in spec.completion_url:
+        warnings.append(
+            "completion_url has no {code}: every participant is sent to the same address "
+            "whatever their outcome, and Prolific gets no completion code (use e.g. "
+            "https://app.prolific.com/submissions/complete?cc={code})"
+        )
+    if spec.completion_codes or spec.completion_url:
+        needed = {"completed": True, "failed_attention": spec.attention.broken > 0}
+        needed["timed_out"] = spec.time_limit_minutes is not None
+        for outcome in OUTCOME_CODES:
+            if needed[outcome] and outcome not in spec.completion_codes:
+                warnings.append(
+                    f"no completion code for {outcome}: those participants get no code to "
+                    "submit (on Prolific they would have to return the study or write to you)"
+                )
+    n = spec.trials_per_participant
+    minutes = n * SECONDS_PER_TRIAL[spec.kind] / 60
+    if n > MAX_ADVISED_TRIALS:
+        warnings.append(
+            f"{n} trials per participant ({spec.trials_per_criterion} per criterion): about "
+            f"{minutes:.0f} minutes of looking; more than {MAX_ADVISED_TRIALS} trials tire "
+            "participants: lower trials_per_criterion and recruit more people"
+        )
+    if spec.time_limit_minutes is not None and minutes > spec.time_limit_minutes:
+        warnings.append(
+            f"{n} trials take about {minutes:.0f} minutes at "
+            f"{SECONDS_PER_TRIAL[spec.kind]:g} s each, more than time_limit_minutes "
+            f"({spec.time_limit_minutes:g}): many participants would time out"
+        )
+    return warnings
 
 
 def _int_in(mapping: dict, key: str, default: int, low: int, high: int, fail) -> int:

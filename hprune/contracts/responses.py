@@ -8,7 +8,9 @@ rating trial has a ``rating`` and its variant in ``left_variant``.
 
 Written by the study as ``responses.csv`` and ``responses.parquet`` with a ``codebook.json``
 beside them (:func:`write_responses`); read back from a file or an export folder
-(:func:`read_responses_table`) and checked (:func:`validate_responses`) by the analysis.
+(:func:`read_responses_table`) and checked (:func:`validate_responses`) by the analysis. The
+CSV's text cells are spreadsheet-safe (:mod:`hprune.contracts.spreadsheet`); the Parquet file
+holds them verbatim.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hprune.contracts.spreadsheet import neutralise_formulas, restore_formulas
 from hprune.errors import UserError
 
 #: The contract's columns, in the contract's order.
@@ -52,6 +55,7 @@ EXTRA_COLUMNS = [
     "criterion_order",
     "min_display_ms",
     "load_ms",
+    "attention_max_failures",
 ]
 
 #: Every column the study's export writes, in order.
@@ -101,6 +105,9 @@ CODEBOOK = {
     "empty for sessions from before it was kept",
     "load_ms": "client time from receiving the trial to its images being displayed "
     "(loading and decoding), milliseconds; empty when the client did not say",
+    "attention_max_failures": "the study's attention policy for this participant: failed gold "
+    "trials tolerated before the session ends (the spec's attention.max_failures, of the "
+    "participant's study version); hprune analyze excludes whoever failed more",
 }
 
 REQUIRED = ["participant", "kind", "left_variant", "right_variant", "choice", "rating"]
@@ -125,7 +132,7 @@ CHOICES = {"left", "right", "tie"}
 
 def write_responses(frame: pd.DataFrame, folder: Path) -> None:
     """The three export files of ``frame`` (columns :data:`COLUMNS`) in ``folder``."""
-    csv_frame = frame.copy()
+    csv_frame = neutralise_formulas(frame)
     for column in _TIME_COLUMNS:
         csv_frame[column] = csv_frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     csv_frame.to_csv(folder / RESPONSES_CSV, index=False)
@@ -170,7 +177,8 @@ def read_responses_table(source: str | Path) -> pd.DataFrame:
     path = Path(source)
     if path.is_dir():
         path = export_file(path)
-    return read_table(path)
+    frame = read_table(path)
+    return frame if path.suffix.lower() in {".parquet", ".pq"} else restore_formulas(frame)
 
 
 def validate_responses(frame: pd.DataFrame, *, study: str | None = None) -> pd.DataFrame:

@@ -46,6 +46,7 @@ from study.flow.identity import CLOSED, FINISHED_PHASES, Arrival
 from study.flow.lifecycle import (
     finish_instructions,
     give_consent,
+    given_code,
     pass_check,
     screen_refusal,
 )
@@ -278,7 +279,7 @@ def end(key: str):
         if participant.phase not in ("end", "declined"):
             return _see_other(phase_url(key, participant.phase))
         spec = catalogue(db, participant.version_id).spec
-    code = spec.completion_codes.get(participant.outcome or "")
+        code = given_code(db, participant)
     link = spec.completion_link(code) if code else None
     return render_template(
         "end.html", key=key, spec=spec, outcome=participant.outcome, code=code, link=link

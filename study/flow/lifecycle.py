@@ -28,10 +28,19 @@ EXCLUDED_OUTCOMES = ("failed_attention", "timed_out", "declined")
 
 
 def finish(session: Session, participant: ParticipantRow, outcome: str, now=None) -> None:
-    """End the session with ``outcome``; a participant who drops out stops counting."""
+    """End the session with ``outcome`` and the completion code for it (study.spec); a
+    participant who drops out stops counting."""
     counted = participant.phase == "trials"
     phase = "end" if outcome != "declined" else "declined"
-    change(session, participant, phase=phase, outcome=outcome, finished_at=now or utcnow())
+    source, simulated = session.execute(
+        select(Participant.source, Participant.simulated).where(Participant.id == participant.id)
+    ).one()
+    spec = catalogue(session, participant.version_id).spec
+    code = spec.completion_code(outcome, per_participant=simulated or source != "prolific")
+    change(
+        session, participant, phase=phase, outcome=outcome, finished_at=now or utcnow(),
+        completion_code=code,
+    )  # fmt: skip
     if outcome in EXCLUDED_OUTCOMES and counted:
         lock_study(session, participant.study_id)
         tallies.subtract_participants(session, participant.study_id, [participant.id])
@@ -52,6 +61,13 @@ def expire_if_late(session: Session, participant: ParticipantRow, now=None) -> b
         finish(session, participant, "timed_out", now)
         return True
     return False
+
+
+def given_code(session: Session, participant: ParticipantRow) -> str | None:
+    """The completion code the participant was given when their session ended."""
+    return session.scalar(
+        select(Participant.completion_code).where(Participant.id == participant.id)
+    )
 
 
 def complete(session: Session, participant: ParticipantRow) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
 from study.simulate.observer import Observer, Preferences
@@ -80,7 +81,8 @@ def run_participant(
     seed: int,
     run_tag: str,
 ) -> ParticipantResult:
-    """One simulated participant from the Prolific entry URL to the end page."""
+    """One simulated participant from the Prolific entry URL to the end page, marked as
+    simulated in the study database (through ``oracle``) once the server keeps it."""
     rng = np.random.default_rng([seed, index])
     observer = Observer(preferences, rng)
     pid = f"sim-{run_tag}-{index:05d}"
@@ -115,6 +117,7 @@ def run_participant(
                 result.outcome = "refused"
                 return result
             call("POST", f"/s/{key}/consent", data={"decision": "agree"}, headers=headers)
+            oracle.mark_simulated(pid)  # the server keeps a participant from consent on
             call("POST", f"/s/{key}/instructions", headers=headers)
             body = call("GET", f"/api/s/{key}/trial").json()
             while body.get("phase") == "trials":
@@ -134,7 +137,13 @@ def run_participant(
                 result.outcome = "ended"  # how exactly: from the database afterwards
             else:
                 result.outcome = body.get("phase", "unknown")
-        except (SimulationError, requests.RequestException, KeyError, ValueError) as exc:
+        except (
+            SimulationError,
+            requests.RequestException,
+            SQLAlchemyError,
+            KeyError,
+            ValueError,
+        ) as exc:
             result.outcome, result.error = "error", f"{type(exc).__name__}: {exc}"
     return result
 

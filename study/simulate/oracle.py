@@ -1,5 +1,5 @@
 """Who is behind each image: read from the study database, never from what participants
-get (they are blind to variants)."""
+get (they are blind to variants); and the simulated participants marked as such there."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from hprune.errors import UserError
 from study.db import Database, open_database
@@ -82,6 +82,19 @@ class StimulusOracle:
                 .where(Participant.external_id.in_(external_ids))
             ).all()
         return dict(rows)
+
+    def mark_simulated(self, external_id: str) -> None:
+        """Mark the participant the simulator entered as ``external_id`` as simulated, so that
+        no export takes them for a Prolific participant (and nobody pays or rejects them)."""
+        if self._db is None:
+            return
+        study_id = select(Study.id).where(Study.public_key == self.study_key).scalar_subquery()
+        with self._db.write() as session:
+            session.execute(
+                update(Participant)
+                .where(Participant.study_id == study_id, Participant.external_id == external_id)
+                .values(simulated=True)
+            )
 
     @property
     def variants(self) -> list[str]:

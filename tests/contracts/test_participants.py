@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pandas as pd
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from hprune.contracts.participants import (
     CODEBOOK,
     COLUMNS,
+    PARTICIPANTS_CODEBOOK,
     PARTICIPANTS_CSV,
+    PARTICIPANTS_PARQUET,
     read_participants,
     validate_participants,
     write_participants,
@@ -23,9 +26,11 @@ def person(**overrides) -> dict:
         "study": "s",
         "participant": "p-000000000001",
         "source": "prolific",
+        "simulated": False,
         "prolific_pid": "PID1",
         "prolific_study_id": "STUDY1",
         "prolific_session_id": "SESSION1",
+        "external_id": None,
         "study_version": 1,
         "outcome": "completed",
         "completion_code": "DONE123",
@@ -36,6 +41,7 @@ def person(**overrides) -> dict:
         "trials_answered": 9,
         "attention_answered": 2,
         "attention_failed": 0,
+        "attention_max_failures": 1,
         "passed_checks": True,
         "median_rt_ms": 812.5,
         "viewport_width": 1280,
@@ -62,10 +68,14 @@ def test_round_trip_keeps_values_types_and_empties(tmp_path) -> None:
     written = pd.DataFrame([person(), idle()])
     path = write_participants(written, tmp_path)
     assert path == tmp_path / PARTICIPANTS_CSV
+    assert (tmp_path / PARTICIPANTS_PARQUET).is_file()
+    codebook = json.loads((tmp_path / PARTICIPANTS_CODEBOOK).read_text())
+    assert list(codebook["columns"]) == COLUMNS and codebook["rows"] == 2
     lines = path.read_text().splitlines()
     assert lines[0] == ",".join(COLUMNS)
     assert "2025-01-02T03:04:05.678000Z" in lines[1] and ",DONE123," in lines[1]
-    frame = read_participants(tmp_path)
+    frame = read_participants(path)
+    assert frame.equals(read_participants(tmp_path))  # the folder: its Parquet file
     assert list(frame.columns) == COLUMNS
     first, second = frame.iloc[0], frame.iloc[1]
     assert first["prolific_pid"] == "PID1" and bool(first["passed_checks"]) is True
@@ -76,8 +86,31 @@ def test_round_trip_keeps_values_types_and_empties(tmp_path) -> None:
         assert pd.isna(second[column]), column
     assert pd.isna(second["consented_at"]) and pd.isna(second["viewport_width"])
     assert str(frame["passed_checks"].dtype) == "boolean"
-    assert frame.equals(read_participants(path))
+    assert frame.equals(read_participants(tmp_path / PARTICIPANTS_PARQUET))
     assert frame.equals(validate_participants(written))
+
+
+def test_ids_that_look_like_formulas_are_text_in_the_csv_and_verbatim_elsewhere(tmp_path) -> None:
+    """A lab id or a manifest field starting with = + - @ would run as a spreadsheet formula."""
+    tricky = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "'quoted", "\tTAB", "plain"]
+    rows = [
+        person(participant=f"p-{i:012d}", source="lab", prolific_pid=None, prolific_study_id=None,
+               prolific_session_id=None, external_id=value, completion_code=value)
+        for i, value in enumerate(tricky)
+    ]  # fmt: skip
+    path = write_participants(pd.DataFrame(rows), tmp_path)
+    cells = pd.read_csv(path, dtype=str, keep_default_na=False)["external_id"].tolist()
+    assert cells == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2", "'@SUM(A1)", "''quoted",
+                     "'\tTAB", "plain"]  # fmt: skip
+    assert read_participants(path)["external_id"].tolist() == tricky
+    assert read_participants(tmp_path / PARTICIPANTS_PARQUET)["completion_code"].tolist() == tricky
+
+
+def test_a_simulated_participant_cannot_pass_for_a_prolific_one(tmp_path) -> None:
+    with pytest.raises(UserError, match="simulated must be true exactly where source"):
+        write_participants(pd.DataFrame([person(simulated=True)]), tmp_path)
+    with pytest.raises(UserError, match="only prolific participants may have Prolific ids"):
+        write_participants(pd.DataFrame([person(source="simulated", simulated=True)]), tmp_path)
 
 
 @pytest.mark.parametrize(

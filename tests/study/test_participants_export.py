@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pandas as pd
 
+from analysis.data import read_responses
+from analysis.qc import study_attention_policy
 from hprune.contracts.participants import read_participants
+from hprune.contracts.prolific import APPROVALS_CSV, BULK_APPROVE_JSON
 from hprune.contracts.responses import read_responses_table
+from study.export import EXPORT_FILES_ALL, write_export
+from study.simulate.driver import run_simulation
+from study.simulate.observer import Preferences
+from study.simulate.oracle import StimulusOracle
+from tests.study.conftest import (
+    VARIANTS,
+    attentive,
+    import_spec,
+    make_stimuli,
+    run_cli,
+    run_through,
+    serve_in_thread,
+)
 from tests.study.conftest import Participant as Client
-from tests.study.conftest import attentive, run_cli, run_through
 
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile"
 
@@ -56,12 +74,7 @@ def test_export_writes_one_row_per_participant_beside_the_responses(app, make_st
                      study.name, "--out", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert str(out / "participants.csv") in result.output
-    assert sorted(p.name for p in out.iterdir()) == [
-        "codebook.json",
-        "participants.csv",
-        "responses.csv",
-        "responses.parquet",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(EXPORT_FILES_ALL)
     people = read_participants(out).set_index("prolific_pid")
     assert sorted(people.index) == ["PIDpart-done", "PIDpart-fail", "PIDpart-idle"]
     assert people.loc["PIDpart-done", "outcome"] == "completed"
@@ -96,3 +109,97 @@ def test_export_writes_one_row_per_participant_beside_the_responses(app, make_st
     assert wrong.to_dict() == by_person.loc[wrong.index, "attention_failed"].to_dict()
     checks = responses.groupby("participant")["passed_checks"].first()
     assert checks.to_dict() == by_person.loc[checks.index, "passed_checks"].to_dict()
+
+
+def test_the_ledger_pays_and_rejects_on_prolific_and_codes_lab_participants(
+    app, make_study, tmp_path
+):
+    """Was: no Prolific approvals, one study-wide code for everyone, no attention policy."""
+    study = make_study(attention={"broken": 1, "repeat": 1, "max_failures": 0})
+    done = Client(app.test_client(), study.key)
+    run_through(done, done.start(pid="PIDledger-done"), pick=attentive(app))
+    failed = Client(app.test_client(), study.key)
+    run_through(failed, failed.start(pid="PIDledger-fail"), pick=careless(app))
+    Client(app.test_client(), study.key).enter(
+        PROLIFIC_PID="PIDledger-idle", STUDY_ID="s", SESSION_ID="idle-session"
+    )
+    lab = Client(app.test_client(), study.key)
+    lab.enter(id="p01")
+    lab.csrf = lab.client.get(f"/api/s/{study.key}/session").get_json()["csrf_token"]
+    assert lab.post("consent", decision="agree").status_code == 303
+    assert lab.post("instructions").status_code == 303
+    assert lab.post("check", width=1280, height=900, touch=0).status_code == 303
+    run_through(lab, lab.trial(), pick=attentive(app))
+    end_page = lab.client.get(f"/s/{study.key}/end").get_data(as_text=True)
+    lab_code = re.search(r"DONE123-[0-9A-F]{8}", end_page)[0]  # the lab's own code
+
+    out = write_export(app.config["DATABASE_URL"], tmp_path / "out", study=study.name)
+    people = read_participants(tmp_path / "out")
+    by_source = people.set_index("participant")
+    lab_row = people[people["source"] == "lab"].iloc[0]
+    assert lab_row["external_id"] == "p01" and pd.isna(lab_row["prolific_pid"])
+    assert lab_row["completion_code"] == lab_code
+    prolific = people[people["source"] == "prolific"].set_index("prolific_pid")
+    assert prolific.loc["PIDledger-done", "completion_code"] == "DONE123"  # Prolific's own
+    assert (people["attention_max_failures"] == 0).all()
+    assert not by_source["simulated"].any()
+
+    approvals = pd.read_csv(out[APPROVALS_CSV]).set_index("participant_id")
+    assert approvals["action"].to_dict() == {
+        "PIDledger-done": "APPROVE", "PIDledger-fail": "REJECT", "PIDledger-idle": "REVIEW"
+    }  # fmt: skip
+    assert (approvals["submission_id"] == "x").sum() == 2  # conftest's SESSION_ID
+    assert json.loads(out[BULK_APPROVE_JSON].read_text()) == [{"submission_ids": ["x"]}]
+    assert len(approvals.loc["PIDledger-fail", "message"]) >= 100
+
+    # The analysis reads the study's attention policy from the responses export.
+    responses = read_responses(tmp_path / "out")
+    policy = study_attention_policy(responses)
+    assert policy is not None and set(policy) == {0}
+    assert set(responses["prolific_pid"].dropna()) == {"PIDledger-done", "PIDledger-fail"}
+
+
+def test_simulated_participants_never_look_like_prolific_ones(app, db_url, make_study, tmp_path):
+    """Was: the simulator's participants were exported as source prolific with a PROLIFIC_PID."""
+    handle = make_study(trials_per_criterion=2, practice_trials=0)
+    oracle = StimulusOracle.from_database(db_url, handle.name)
+    with serve_in_thread(app) as base:
+        report = run_simulation(
+            oracle, Preferences.evenly_spaced(VARIANTS, 0.5, attention_failure_rate=0.0),
+            base_url=base, participants=2, concurrency=2, seed=1, progress=False,
+        )  # fmt: skip
+    assert report.errors() == []
+    out = write_export(db_url, tmp_path / "sim", study=handle.name)
+    people = read_participants(tmp_path / "sim")
+    assert (people["source"] == "simulated").all() and people["simulated"].all()
+    assert people[["prolific_pid", "prolific_study_id", "prolific_session_id"]].isna().all().all()
+    assert people["external_id"].str.startswith("sim-").all()
+    assert people["completion_code"].str.fullmatch(r"DONE123-[0-9A-F]{8}").all()
+    assert pd.read_csv(out[APPROVALS_CSV]).empty
+    assert json.loads(out[BULK_APPROVE_JSON].read_text()) == []
+
+
+def test_export_cells_cannot_run_as_spreadsheet_formulas(app, tmp_path):
+    """Manifest fields reached the CSV exports verbatim (a variant `=1+2` ran as a formula)."""
+    stimuli = make_stimuli(tmp_path / "stimuli", variants=["=1+2", "@SUM(A1)"],
+                           prompts=["+A1", "-A2", "p03"])  # fmt: skip
+    handle = import_spec(app, stimuli, trials_per_criterion=2)
+    p = Client(app.test_client(), handle.key)
+    run_through(p, p.start(pid="-PIDformula"), pick=attentive(app))
+    write_export(app.config["DATABASE_URL"], tmp_path / "out", study=handle.name)
+    raw = pd.read_csv(tmp_path / "out" / "responses.csv", dtype=str, keep_default_na=False)
+    for column in ("left_variant", "right_variant", "prompt_id", "left_image"):
+        cells = raw[column][raw[column] != ""]
+        assert not cells.str.match(r"[=+\-@\t\r]").any(), column
+    assert set(raw["prompt_id"]) <= {"'+A1", "'-A2", "p03"}
+    people = pd.read_csv(tmp_path / "out" / "participants.csv", dtype=str)
+    assert people["prolific_pid"].tolist() == ["'-PIDformula"]
+    # Read back by the contracts (and in Parquet) they are what the manifest and link said.
+    assert set(read_responses_table(tmp_path / "out" / "responses.csv")["prompt_id"]) <= {
+        "+A1",
+        "-A2",
+        "p03",
+    }
+    parquet = pd.read_parquet(tmp_path / "out" / "responses.parquet")
+    assert set(parquet["left_variant"].dropna()) >= {"=1+2", "@SUM(A1)"} - {None}
+    assert read_participants(tmp_path / "out")["prolific_pid"].tolist() == ["-PIDformula"]
