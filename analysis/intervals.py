@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from analysis.comparisons import LEFT, RIGHT, TIE, PairedComparisons
 
@@ -100,3 +101,10 @@ def sum_zero_inflation(cov: np.ndarray, weak: np.ndarray) -> float:
     se_good = np.sqrt(np.clip(np.diag(centre_good @ cov @ centre_good.T), 0, None))[~weak]
     ok = se_good > 0
     return float(np.median(se_all[ok] / se_good[ok])) if ok.any() else 1.0
+
+
+def mean_halfwidth(sd, n, level: float = 0.95):
+    """Half the width of the Student t-interval of a mean: t_{(1+level)/2, n-1} sd / sqrt(n)
+    (a sample of one gets the quantile at 1 degree of freedom and its NaN sd)."""
+    n = np.asarray(n, dtype=float)
+    return student_t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * np.asarray(sd) / np.sqrt(n)

@@ -26,10 +26,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
-from scipy.stats import t as student_t
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from analysis.bootstrap import BootstrapPlan, percentile_interval
+from analysis.intervals import mean_halfwidth
 from hprune.errors import UserError
 
 
@@ -58,10 +58,9 @@ def mos_table(ratings: pd.DataFrame, *, level: float = 0.95) -> pd.DataFrame:
     table["participants"] = (
         ratings.groupby(["criterion", "variant"], sort=True)["participant"].nunique().to_numpy()
     )
-    se = table["sd"] / np.sqrt(table["n"])
-    q = student_t.ppf(0.5 + level / 2, np.maximum(table["n"] - 1, 1))
-    table["ci_low"] = table["mean"] - q * se
-    table["ci_high"] = table["mean"] + q * se
+    halfwidth = mean_halfwidth(table["sd"], table["n"], level)
+    table["ci_low"] = table["mean"] - halfwidth
+    table["ci_high"] = table["mean"] + halfwidth
     return table
 
 

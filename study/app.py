@@ -11,6 +11,8 @@ environment, then ``overrides`` (tests). Environment variables:
 - ``SECRET_KEY``: signs the session cookie. Without it, the key in ``<instance>/secret_key``
   (written by ``hprune study init``); with neither, the app refuses to start unless
   ``HPRUNE_ENV=development``;
+- ``ADMIN_IDLE_TIMEOUT`` and ``ADMIN_SESSION_LIFETIME`` (``config.py``, timedeltas): when an
+  admin's login ends (default 30 minutes unused, 12 hours in all);
 - ``HPRUNE_HTTPS=1``: cookies marked Secure, HSTS; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
   X-Forwarded-* headers; ``HPRUNE_X_ACCEL_REDIRECT=/internal/prefix``: let nginx send the
   images (docs/hosting.md).
@@ -37,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from study import admins
 from study.blueprints import admin, api, participant
 from study.flask_db import get_db, init_app
 from study.flow.errors import FlowError
@@ -66,6 +69,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         HTTPS=https,
         HSTS_MAX_AGE=HSTS_MAX_AGE,
         PERMANENT_SESSION_LIFETIME=timedelta(days=30),
+        # An admin's server-side session (study.admins): over after this long unused, or old.
+        ADMIN_IDLE_TIMEOUT=timedelta(minutes=30),
+        ADMIN_SESSION_LIFETIME=timedelta(hours=12),
         # Counted from the last change (arrival, CSRF secret): not re-signed on every request.
         SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=16 * 1024,
@@ -90,6 +96,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     init_app(app)
     app.before_request(check_origin)
+    admins.warm_up()
     csrf.init_app(app)
     app.register_blueprint(participant.bp)
     app.register_blueprint(api.bp)

@@ -1,7 +1,8 @@
 """The numbers on the admin dashboard: participants, coverage, attention, live scores.
 
-Flask-free. Live Bradley-Terry scores come from the analysis package
-(:func:`analysis.live.live_scores`), the one place the study calls into it.
+Flask-free. Live Bradley-Terry scores (pair studies) and mean opinion scores (rating
+studies) come from the analysis package (:mod:`analysis.live`), the one place the study
+calls into it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from study.export import frame_from_session
+from study.export import frame_from_session, identity, pseudonym
 from study.models import Answer, Participant, Stimulus, Study, Trial, utcnow
+from study.spec import StudySpec
 
 
 @dataclass
 class Dashboard:
     study: Study
+    kind: str  # pair | rating, as the latest version's spec says
     counts: dict[str, int]
     recent: list[dict]
     coverage: list[dict]  # one row per criterion and variant pair (or variant for ratings)
     attention: dict
-    scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # criterion -> live table
+    scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # criterion -> live BT table
     score_warnings: dict[str, list[str]] = field(default_factory=dict)
+    mos: dict[str, pd.DataFrame] = field(default_factory=dict)  # criterion -> live MOS table
+    mos_warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def status_of(participant: Participant, now: datetime) -> str:
@@ -70,8 +75,8 @@ def recent_participants(session: Session, study: Study, now: datetime, limit: in
     )
     return [
         {
-            "external_id": p.external_id,
-            "source": p.source,
+            "participant": pseudonym(p.public_id),
+            **identity(p),  # both ids, as the exports give them
             "status": status_of(p, now),
             "phase": p.phase,
             "answered": answered.get(p.id, 0),
@@ -134,29 +139,34 @@ def attention_summary(session: Session, study: Study) -> dict:
     return out
 
 
-def live_tables(frame: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    """Per criterion: Bradley-Terry scores with intervals (analysis.live)."""
-    from analysis.live import live_scores
-
+def live_tables(frame: pd.DataFrame, live) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """Per criterion: ``live(frame, criterion=...)``'s table and its warnings."""
     tables, warnings = {}, {}
     for criterion in sorted(frame["criterion"].dropna().unique()) if len(frame) else []:
-        table = live_scores(frame, criterion=str(criterion))
+        table = live(frame, criterion=str(criterion))
         tables[str(criterion)] = table
         warnings[str(criterion)] = list(table.attrs.get("warnings", []))
     return tables, warnings
 
 
 def build(session: Session, study: Study) -> Dashboard:
+    from analysis.live import live_mos, live_scores
+
     now = utcnow()
     frame = frame_from_session(session, study.name)
     attentive = frame[frame["passed_checks"].fillna(True).astype(bool)]
-    scores, warnings = live_tables(attentive)
+    scores, warnings = live_tables(attentive[attentive["kind"] == "pair"], live_scores)
+    mos, mos_warnings = live_tables(attentive[attentive["kind"] == "rating"], live_mos)
+    latest = max(study.versions, key=lambda v: v.number)
     return Dashboard(
         study=study,
+        kind=StudySpec.from_json(latest.spec_json).kind,
         counts=participant_counts(session, study, now),
         recent=recent_participants(session, study, now),
         coverage=coverage(session, study),
         attention=attention_summary(session, study),
         scores=scores,
         score_warnings=warnings,
+        mos=mos,
+        mos_warnings=mos_warnings,
     )

@@ -67,3 +67,31 @@ def test_criterion_selection_and_pooling_warning(small_study) -> None:
     only = live_scores(both, criterion="alignment")
     assert only.attrs["warnings"] == []
     assert only["score"].to_numpy() == pytest.approx(live_scores(responses)["score"].to_numpy())
+
+
+def test_live_mos_is_the_reports_mean_and_t_interval_per_criterion() -> None:
+    from analysis.live import MOS_COLUMNS, live_mos
+    from analysis.mos import mos_table, rating_trials
+
+    rng = np.random.default_rng(4)
+    rows = [
+        {"kind": "rating", "criterion": c, "left_variant": v, "participant": f"p{p}",
+         "prompt_id": f"q{k}", "rating": int(rng.integers(1, 6))}
+        for c in ("quality", "alignment") for v in ("a", "b") for p in range(5) for k in range(3)
+    ]  # fmt: skip
+    rows.append({"kind": "rating", "criterion": "quality", "left_variant": "once",
+                 "participant": "p0", "prompt_id": "q0", "rating": 4})  # fmt: skip
+    rows.append({"kind": "pair", "criterion": "quality", "left_variant": "a", "choice": "left"})
+    responses = pd.DataFrame(rows)
+    table = live_mos(responses, criterion="quality").set_index("variant")
+    assert list(table.reset_index().columns) == MOS_COLUMNS
+    report = mos_table(rating_trials(responses[responses["kind"] == "rating"]))
+    report = report[report["criterion"] == "quality"].set_index("variant")
+    for variant in ("a", "b"):
+        assert table.loc[variant, "mos"] == pytest.approx(report.loc[variant, "mean"])
+        assert table.loc[variant, "ci_low"] == pytest.approx(report.loc[variant, "ci_low"])
+        assert table.loc[variant, "n"] == 15 and table.loc[variant, "participants"] == 5
+    assert np.isnan(table.loc["once", "ci_low"]) and table.loc["once", "n"] == 1
+    assert table.attrs["warnings"] == ["variants rated once have no interval yet"]
+    empty = live_mos(responses[responses["kind"] == "pair"])
+    assert empty.empty and empty.attrs["warnings"] == ["no rating trials answered yet"]

@@ -13,9 +13,9 @@ from hprune.commands.analyze import read_responses
 from hprune.contracts.responses import COLUMNS
 from study.admins import set_admin_password
 from study.app import create_app
-from study.export import export_responses, write_export
+from study.export import EXPORT_FILES_ALL, export_participants, export_responses, write_export
+from tests.study.conftest import VARIANTS, attentive, run_cli, run_through
 from tests.study.conftest import Participant as Client
-from tests.study.conftest import run_cli, run_through
 
 
 def _csrf(html: str) -> str:
@@ -64,14 +64,14 @@ def test_dashboard_needs_login_and_shows_progress_coverage_attention_and_scores(
     assert "Live scores" in page and "original" in page and "attention" in page.lower()
     assert re.search(r"<th>arrived</th><td>4</td>", page)
     assert "bk-sdm vs hpp-20" in page  # coverage per pair
+    people = export_participants(app.config["DATABASE_URL"], study.name)
+    for row in people.itertuples():  # both ids of everyone: pseudonym and Prolific ID
+        assert re.search(rf"<code>{row.participant}</code></td><td>{row.prolific_pid}<", page)
     archive = admin_client.get(f"/admin/study/{study_id}/export.zip")
     assert archive.status_code == 200 and archive.mimetype == "application/zip"
     names = zipfile.ZipFile(io.BytesIO(archive.data)).namelist()
-    assert sorted(n.split("/")[1] for n in names) == [
-        "codebook.json",
-        "responses.csv",
-        "responses.parquet",
-    ]
+    assert sorted(n.split("/")[1] for n in names) == sorted(EXPORT_FILES_ALL)
+    assert {n.split("/")[0] for n in names} == {study.name}
 
 
 def test_export_follows_the_contract_and_analysis_reads_it(app, make_study, tmp_path):
@@ -171,12 +171,40 @@ def test_login_is_rate_limited_per_address_and_per_user_name(app) -> None:
     assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 15 * 60
     assert "Too many failed logins" in refused.get_data(as_text=True)
     assert attempt("10.0.0.8", "correct horse battery").status_code == 303  # another address
-    assert attempt("10.0.0.7", "correct horse battery").status_code == 303  # cleared by it
+    # The admin's success elsewhere does not give the guessing address its tries back.
+    assert attempt("10.0.0.7", "correct horse battery").status_code == 429
 
     for k in range(MAX_FAILURES_PER_USERNAME):  # one name guessed from many addresses
         assert attempt(f"10.1.0.{k}", "wrong password!").status_code == 401
-    assert attempt("10.2.0.1", "correct horse battery").status_code == 429
-    assert attempt("10.2.0.1", "x" * 12, username=f"{name}-other").status_code == 401
+    assert attempt("10.1.0.0", "correct horse battery").status_code == 429  # a guesser's
+    assert attempt("10.1.0.0", "x" * 12, username=f"{name}-other").status_code == 401
+    # ... but an address that has not failed still gets in: nobody can lock the admin out.
+    assert attempt("10.2.0.1", "correct horse battery").status_code == 303
     with app.extensions["hprune_db"].write() as db:  # a quarter of an hour later
         db.execute(update(LoginFailure).values(at=LoginFailure.at - timedelta(minutes=16)))
-    assert attempt("10.2.0.1", "correct horse battery").status_code == 303
+    assert attempt("10.1.0.0", "correct horse battery").status_code == 303
+    assert attempt("10.0.0.7", "correct horse battery").status_code == 303
+
+
+def test_a_rating_study_shows_live_mean_opinion_scores(app, make_study, admin_client):
+    """Was: a MOS study's dashboard showed no live results (Bradley-Terry only)."""
+    from analysis.mos import mos_table, rating_trials
+
+    mos = make_study(kind="rating", tie=False, trials_per_criterion=4,
+                     attention={"broken": 1, "repeat": 1, "max_failures": 5})  # fmt: skip
+    for i in range(3):
+        p = Client(app.test_client(), mos.key)
+        run_through(p, p.start(pid=f"PIDlivemos{i}"), pick=attentive(app))
+    listing = admin_client.get("/admin/").get_data(as_text=True)
+    study_id = re.search(rf'href="/admin/study/(\d+)">{mos.name}<', listing).group(1)
+    page = admin_client.get(f"/admin/study/{study_id}").get_data(as_text=True)
+    assert "Live mean opinion scores" in page and "Live scores (Bradley-Terry" not in page
+    frame = export_responses(app.config["DATABASE_URL"], study=mos.name)
+    counted = frame[(frame["kind"] == "rating") & frame["passed_checks"]]  # as the scores
+    expected = mos_table(rating_trials(counted))
+    assert len(expected) == len(VARIANTS)
+    for row in expected.itertuples():
+        cells = rf"<td>{row.variant}</td><td>{row.mean:.2f}</td>\s*<td>"
+        if row.n > 1:
+            cells += rf"\[{row.ci_low:.2f}, {row.ci_high:.2f}\]"
+        assert re.search(cells + rf".*?</td>\s*<td>{row.n}</td>", page), row.variant
