@@ -65,6 +65,13 @@ def instance_folder(root: Path = PACKAGES_ROOT) -> Path:
     return folder
 
 
+def demo_instance_folder(root: Path | None = None) -> Path | None:
+    """Where ``make demo`` keeps its study in a source checkout, if it has set one up."""
+    root = root or PACKAGES_ROOT
+    folder = root / "instance" / "demo"
+    return folder if is_source_checkout(root) and (folder / DATABASE_FILE).is_file() else None
+
+
 def database_url(instance: Path) -> str:
     """``DATABASE_URL``, else the SQLite file in the instance folder."""
     return os.environ.get("DATABASE_URL") or f"sqlite:///{instance / DATABASE_FILE}"

@@ -23,9 +23,18 @@ def _database_url() -> str:
 
 
 def _require_current(url: str) -> None:
-    from study.db import open_database
+    from study.db import open_database, sqlite_file
+    from study.instance import demo_instance_folder
 
-    open_database(url, current=True).dispose()
+    try:
+        open_database(url, current=True).dispose()
+    except UserError as exc:
+        demo, missing = demo_instance_folder(), sqlite_file(url)
+        if demo is None or missing is None or missing.exists() or missing.parent == demo:
+            raise
+        raise UserError(
+            f"{exc}; the demo's study (make demo) is in {demo}: export HPRUNE_INSTANCE={demo}"
+        ) from None
 
 
 def _safe(url: str) -> str:
@@ -34,34 +43,63 @@ def _safe(url: str) -> str:
     return display_url(url)
 
 
+def _set_instance(_ctx, _param, value: Path | None) -> None:
+    if value is not None:
+        os.environ["HPRUNE_INSTANCE"] = str(value.resolve())
+
+
+def _set_database(_ctx, _param, value: str | None) -> None:
+    if value:
+        os.environ["DATABASE_URL"] = value
+
+
+DB_HELP = "Database URL (default: sqlite in the instance folder; env DATABASE_URL)."
+INSTANCE_HELP = (
+    "Instance folder: secret key, SQLite database, served image copies (env HPRUNE_INSTANCE; "
+    "default: the user's data folder, e.g. ~/.local/share/hprune/instance, or "
+    "<checkout>/instance in a source checkout)."
+)
+
+
+def where_options(command):
+    """``--db`` and ``--instance`` on a study subcommand, as on the group: every study command
+    finds its database the same way (``study.instance``), wherever the options are given."""
+    command = click.option(
+        "--instance",
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        is_eager=True,
+        callback=_set_instance,
+        help=INSTANCE_HELP,
+    )(command)
+    return click.option(
+        "--db", expose_value=False, is_eager=True, callback=_set_database, help=DB_HELP
+    )(command)
+
+
 @click.group(
     cls=LazyGroup,
     lazy_commands=LAZY_SUBCOMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.option(
-    "--db",
-    "db_url",
-    envvar="DATABASE_URL",
-    help="Database URL (default: sqlite in the instance folder; env DATABASE_URL).",
-)
+@click.option("--db", "db_url", envvar="DATABASE_URL", help=DB_HELP)
 @click.option(
     "--instance",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HPRUNE_INSTANCE",
-    help="Instance folder: secret key, SQLite database, served image copies (env "
-    "HPRUNE_INSTANCE; default: the user's data folder, e.g. ~/.local/share/hprune/instance, or "
-    "<checkout>/instance in a source checkout).",
+    help=INSTANCE_HELP,
 )
 def study(db_url: str | None, instance: Path | None) -> None:
-    """Run a blinded pairwise (2AFC) or MOS rating study on the web."""
-    if instance is not None:
-        os.environ["HPRUNE_INSTANCE"] = str(instance.resolve())
-    if db_url:
-        os.environ["DATABASE_URL"] = db_url
+    """Run a blinded pairwise (2AFC) or MOS rating study on the web.
+
+    --db and --instance may be given before the subcommand or after it.
+    """
+    _set_instance(None, None, instance)
+    _set_database(None, None, db_url)
 
 
 @study.command()
+@where_options
 def init() -> None:
     """Create the instance folder and secret key, and migrate the database to the newest schema."""
     from hprune.fileio import atomic_write_text
@@ -87,6 +125,7 @@ def init() -> None:
 
 
 @study.command("import")
+@where_options
 @click.option(
     "--manifest",
     required=True,
@@ -103,9 +142,11 @@ def import_(manifest: Path, spec: Path, base_url: str) -> None:
     from study.flask_db import get_db
     from study.importer import import_study
     from study.instance import refuse_inside_install
-    from study.spec import load_spec
+    from study.spec import load_spec, spec_warnings
 
     parsed = load_spec(spec)
+    for warning in spec_warnings(parsed):
+        click.echo(f"warning: {spec}: {warning}", err=True)
     url = _database_url()
     _require_current(url)
     app = create_app({"HPRUNE_ENV": "development"})
@@ -124,6 +165,7 @@ def import_(manifest: Path, spec: Path, base_url: str) -> None:
 
 
 @study.command("list")
+@where_options
 def list_() -> None:
     """List the studies with their participant URLs and numbers."""
     from sqlalchemy import select
@@ -149,14 +191,20 @@ def list_() -> None:
 
 
 @study.command()
+@where_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--dev", is_flag=True, help="Flask's development server (debug off, one process).")
 def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
-    """Serve the study with gunicorn (or Flask's development server with --dev)."""
+    """Serve the study with gunicorn (or Flask's development server with --dev).
+
+    gunicorn's control socket (gunicornc -s PATH) is <instance>/gunicorn-<port>.ctl.
+    """
     from study.app import create_app
+    from study.instance import instance_folder
+    from study.wsgi import control_socket_path, ensure_port_free, run_gunicorn
 
     url = _database_url()
     _require_current(url)
@@ -164,16 +212,20 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
         app = create_app({"HPRUNE_ENV": "development"} if dev else None)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
+    ensure_port_free(host, port)
     click.echo(f"serving on http://{host}:{port}/ (database {_safe(url)})")
     if dev:
         app.run(host=host, port=port, debug=False, threaded=True)
         return
-    from study.wsgi import run_gunicorn
-
-    run_gunicorn(app, bind=f"{host}:{port}", workers=workers, threads=threads)
+    control = control_socket_path(instance_folder(), port)
+    click.echo(f"gunicorn control socket: {control}")
+    run_gunicorn(
+        app, bind=f"{host}:{port}", workers=workers, threads=threads, control_socket=control
+    )
 
 
 @study.command()
+@where_options
 @click.option("--study", "name", help="Study name (needed when the database holds several).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
@@ -197,6 +249,7 @@ def export(name: str | None, out: Path, overwrite: bool) -> None:
 
 
 @study.command()
+@where_options
 @click.option(
     "--out",
     required=True,
@@ -222,12 +275,22 @@ def admin() -> None:
 
 
 @admin.command("create")
+@where_options
 @click.option("--username", required=True)
-@click.option("--generate", is_flag=True, help="Generate a random password and print it (once).")
-@click.option("--reset", is_flag=True, help="Set a new password if the user exists.")
-def admin_create(username: str, generate: bool, reset: bool) -> None:
-    """Create a dashboard login (the password is stored hashed)."""
-    from study.admins import set_admin_password
+@click.option(
+    "--generate",
+    is_flag=True,
+    help="Make up a temporary password and print it: it works for the first login only, "
+    "where the dashboard asks for a new one.",
+)
+@click.option("--reset", is_flag=True, help="Set a new password if the user exists (logs it out).")
+@click.option(
+    "--exist-ok", is_flag=True, help="Leave an existing user as it is (its password unchanged)."
+)
+def admin_create(username: str, generate: bool, reset: bool, exist_ok: bool) -> None:
+    """Create a dashboard login (the password is stored hashed). A typed password (or one
+    line on stdin) is kept; a --generate'd one is temporary."""
+    from study.admins import MIN_PASSWORD_LENGTH, set_admin_password
     from study.db import Database
 
     if not 1 <= len(username) <= 100:
@@ -238,15 +301,21 @@ def admin_create(username: str, generate: bool, reset: bool) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline().rstrip("\n")
-    if len(password) < 10:
-        raise UserError("the password must have at least 10 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     url = _database_url()
     _require_current(url)
     db = Database(url)
     try:
-        created = set_admin_password(db, username, password, reset=reset)
+        done = set_admin_password(
+            db, username, password, reset=reset, temporary=generate, exist_ok=exist_ok
+        )
     finally:
         db.dispose()
-    click.echo(f"admin {username!r} {'created' if created else 'password reset'} in {_safe(url)}")
+    if done == "kept":
+        click.echo(f"admin {username!r} exists already in {_safe(url)}: password unchanged")
+        return
+    what = {"created": "created", "reset": "password reset, logged out everywhere"}[done]
+    click.echo(f"admin {username!r} {what} in {_safe(url)}")
     if generate:
-        click.echo(f"one-time password: {password}")
+        click.echo(f"temporary password (first login only, then choose your own): {password}")

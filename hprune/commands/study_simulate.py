@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hprune.commands.study import _database_url, _require_current, _safe, where_options
 from hprune.errors import UserError
 
 
@@ -26,6 +27,7 @@ def _parse_scores(text: str | None) -> dict[str, float]:
 
 
 @click.command()
+@where_options
 @click.option("--participants", "-n", required=True, type=click.IntRange(1, 100_000))
 @click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The study server.")
 @click.option("--study", "study_name", help="Study name (needed when the database holds several).")
@@ -95,11 +97,11 @@ def simulate(
     Their answers come from a known Bradley-Terry model (with participant noise, a left-position
     bias and lapses) and MOS ratings from a latent quality per variant. Participants are blind
     to variants, so the simulator reads which variant each image token shows from the study
-    database (--db / DATABASE_URL); nothing a participant receives reveals it.
+    database (--db / DATABASE_URL); nothing a participant receives reveals it. It marks its
+    participants as simulated there: the exports never take them for Prolific participants.
     """
     import requests
 
-    from hprune.commands.study import _database_url, _require_current, _safe
     from hprune.fileio import atomic_write_text
     from study.simulate.driver import run_simulation
     from study.simulate.observer import Preferences

@@ -30,6 +30,7 @@ from study.flow.trials import current_trial, following, progress
 bp = Blueprint("api", __name__, url_prefix="/api/s/<key>")
 
 MAX_RT_MS = 24 * 3600 * 1000
+MAX_NUMBER_DIGITS = 20
 TRIAL_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOAD_FIELDS = {"trial", "choice", "rating", "rt_ms", "load_ms"}
 
@@ -125,14 +126,33 @@ def trial(key: str):
     return jsonify(_current(key))
 
 
+def _bounded_int(text: str) -> int:
+    """A JSON integer of at most ``MAX_NUMBER_DIGITS`` digits: a longer one is no time, rating
+    or id anyone sends, and Python would spend time on it or fail to make it a float."""
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise ValueError("number too long")
+    return int(text)
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not JSON")
+
+
+def parse_json(raw: bytes):
+    """The JSON of a request body, or a 400 for anything malformed: bad bytes or syntax,
+    NaN/Infinity, integers of more than ``MAX_NUMBER_DIGITS`` digits, and nesting deeper than
+    Python's parser recurses (a ``RecursionError``, which would otherwise be a 500)."""
+    try:
+        return json.loads(raw, parse_int=_bounded_int, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise FlowError(400, "The answer must be a JSON object.") from None
+
+
 def _parse_answer() -> tuple[str, Submitted]:
     raw = request.get_data(cache=True)
     if len(raw) > current_app.config["ANSWER_MAX_BYTES"]:
         raise FlowError(413, "The answer is too large.")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise FlowError(400, "The answer must be a JSON object.") from None
+    data = parse_json(raw)
     if not isinstance(data, dict) or set(data) - LOAD_FIELDS:
         raise FlowError(
             400, "The answer takes the fields trial, choice or rating, rt_ms and load_ms."

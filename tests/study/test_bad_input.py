@@ -73,6 +73,11 @@ def test_malformed_answers_are_rejected_without_change(app, started, fields):
 @FIXTURE_OK
 @given(raw=st.binary(max_size=6000))
 def test_arbitrary_bytes_are_rejected_without_change(app, started, raw):
+    _assert_raw_answer_refused(app, started, raw, 400, 413)
+
+
+def _assert_raw_answer_refused(app, started, raw: bytes, *statuses) -> None:
+    """``raw`` posted as an answer's JSON body is refused (``statuses``) and changes nothing."""
     p, study, _ = started
     before = snapshot(app)
     response = p.client.post(
@@ -80,7 +85,7 @@ def test_arbitrary_bytes_are_rejected_without_change(app, started, raw):
         data=raw,
         headers={"X-CSRFToken": p.csrf, "Content-Type": "application/json"},
     )
-    _assert_clean_4xx(response, 400, 413)
+    _assert_clean_4xx(response, *statuses)
     assert snapshot(app) == before
 
 
@@ -196,3 +201,29 @@ def test_answer_before_the_trials_phase_is_a_conflict(app, participant):
     bad_check = p.post("consent", decision="maybe")
     _assert_clean_4xx(bad_check, 400)
     assert snapshot(app) == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"trial": "x", "choice": "left", "rt_ms": 1' + b"0" * 400 + b"}",  # 400 digits
+        b'{"trial": "x", "choice": "left", "rt_ms": -1' + b"0" * 400 + b"}",
+        b'{"trial": "x", "rating": 1' + b"0" * 30 + b', "rt_ms": 5}',
+        b"[" * 1500 + b"]" * 1500,  # deeper than Python's JSON parser recurses (1000)
+        b'{"trial": "x", "rt_ms": ' + b"[" * 1900 + b"]" * 1900 + b"}",  # under the size limit
+        b'{"trial": "x", "choice": "left", "rt_ms": NaN}',
+        b'{"trial": "x", "choice": "left", "rt_ms": 1e999}',
+    ],
+    ids=[
+        "400-digits",
+        "negative-400-digits",
+        "long-rating",
+        "nested-list",
+        "nested-field",
+        "nan",
+        "overflowing-float",
+    ],
+)
+def test_malformed_json_is_400_not_500(app, started, raw):
+    """Was a 500: an int too large for a float (OverflowError), and a RecursionError."""
+    _assert_raw_answer_refused(app, started, raw, 400)

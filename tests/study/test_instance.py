@@ -87,7 +87,7 @@ def test_admin_create_says_which_database_holds_the_login(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     created, password = result.output.splitlines()
     assert created == f"admin 'alice' created in sqlite:///{database}"
-    assert password.startswith("one-time password: ")
+    assert password.startswith("temporary password (first login only, then choose your own): ")
 
 
 @pytest.mark.parametrize("where", ["instance", "database"])
@@ -192,3 +192,46 @@ def test_analyze_study_db_reads_the_database_hprune_study_uses(no_overrides, mon
     assert f"no study database at {tmp_path / 'elsewhere.sqlite3'}" in result.output
     both = run_cli(*args, "--responses", "x.csv")
     assert both.exit_code == 2 and "either --responses or --study-db" in both.output
+
+
+def test_every_study_command_takes_db_and_instance_after_the_subcommand(
+    no_overrides, tmp_path, stimuli_dir
+) -> None:
+    """Was: `--db` only before the subcommand (`hprune study simulate --db ...` failed)."""
+    folder = tmp_path / "inst"
+    url = f"sqlite:///{tmp_path / 'elsewhere.sqlite3'}"
+    where = ("--instance", str(folder), "--db", url)
+    assert run_cli("study", "init", *where).exit_code == 0
+    assert (tmp_path / "elsewhere.sqlite3").is_file() and (folder / "secret_key").is_file()
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: after\nkind: pair\ntrials_per_criterion: 2\n")
+    runs = {
+        "import": run_cli("study", "import", *where, "--manifest", str(stimuli_dir),
+                          "--spec", str(spec)),
+        "list": run_cli("study", "list", "--db", url),
+        "export": run_cli("study", "export", "--db", url, "--out", str(tmp_path / "out")),
+        "backup": run_cli("study", "backup", "--db", url, "--out", str(tmp_path / "b.sqlite3")),
+        "admin": run_cli("study", "admin", "create", "--db", url, "--username", "alice",
+                         "--generate"),
+    }  # fmt: skip
+    for name, result in runs.items():
+        assert result.exit_code == 0, f"{name}: {result.output}"
+    assert runs["list"].output.startswith("after\topen")
+    assert str(tmp_path / "elsewhere.sqlite3") in runs["admin"].output
+    simulate = run_cli("study", "simulate", "--db", url, "-n", "1", "--url", "http://127.0.0.1:9")
+    assert simulate.exit_code == 2 and "cannot reach the study server" in simulate.output
+
+
+def test_a_missing_database_names_the_demo_when_make_demo_set_one_up(
+    no_overrides, monkeypatch, tmp_path
+):
+    """Was: after `make demo` the CLI looked in <checkout>/instance and said to run init."""
+    root = tmp_path / "checkout"
+    (root / "instance" / "demo").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "hprune"\n')
+    (root / "instance" / "demo" / "study.sqlite3").write_bytes(b"")
+    monkeypatch.setattr(instance, "PACKAGES_ROOT", root)
+    result = run_cli("study", "list", "--db", f"sqlite:///{root / 'instance' / 'study.sqlite3'}")
+    assert result.exit_code == 2
+    demo = root / "instance" / "demo"
+    assert f"make demo) is in {demo}: export HPRUNE_INSTANCE={demo}" in result.output

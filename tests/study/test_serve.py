@@ -1,0 +1,164 @@
+"""Serving: the port is checked before "serving on", each server has its own gunicorn control
+socket, and `make demo` (demo/serve_demo.sh) never disturbs a demo that is already running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.study.conftest import free_port, run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def hprune_env(instance: Path, **extra: str) -> dict[str, str]:
+    """The environment of an ``hprune`` subprocess that runs this checkout's code."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SECRET_KEY")}
+    env.update(PYTHONPATH=str(ROOT), HPRUNE_INSTANCE=str(instance), **extra)
+    return env
+
+
+@contextlib.contextmanager
+def started(
+    command: list[str], env: dict, log: Path, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen]:
+    """A process of our own (its own process group), stopped afterwards (SIGINT: gunicorn
+    stops at once, where SIGTERM waits for its graceful timeout)."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGINT)  # gunicorn: quick shutdown
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def wait_until(check, what: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(url, timeout=2).status_code == 200
+    return False
+
+
+def test_serve_on_a_busy_port_says_so_before_serving_on(app, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "test-secret")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("study", "serve", "--db", app.config["DATABASE_URL"], "--port", str(port))
+    assert result.exit_code == 2, result.output
+    assert "serving on" not in result.output
+    assert f"cannot serve on 127.0.0.1:{port}" in result.output and "--port" in result.output
+
+
+@pytest.mark.slow
+def test_two_servers_keep_their_own_gunicorn_control_sockets(tmp_path):
+    """Was one shared ~/.gunicorn/gunicorn.ctl (or $XDG_RUNTIME_DIR's): the second server took
+    it over, and stopping it removed the first one's."""
+    from gunicorn.ctl.client import ControlClient
+
+    servers = {}
+    for name in ("a", "b"):
+        instance = tmp_path / name
+        env = hprune_env(instance)
+        subprocess.run([BIN / "hprune", "study", "init"], env=env, cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+        servers[name] = (instance, env, free_port())
+
+    def listeners(path: Path) -> str:
+        with ControlClient(str(path), timeout=10) as client:
+            return str(client.send_command("show listeners"))
+
+    (a_dir, a_env, a_port), (b_dir, b_env, b_port) = servers["a"], servers["b"]
+    serve = [str(BIN / "hprune"), "study", "serve", "--workers", "1", "--threads", "1", "--port"]
+    a_socket, b_socket = a_dir / f"gunicorn-{a_port}.ctl", b_dir / f"gunicorn-{b_port}.ctl"
+    with started([*serve, str(a_port)], a_env, tmp_path / "a.log"):
+        wait_until(lambda: answers(f"http://127.0.0.1:{a_port}/healthz"), "server a")
+        wait_until(a_socket.exists, "a's control socket")
+        with started([*serve, str(b_port)], b_env, tmp_path / "b.log"):
+            wait_until(lambda: answers(f"http://127.0.0.1:{b_port}/healthz"), "server b")
+            wait_until(b_socket.exists, "b's control socket")
+            assert str(b_port) in listeners(b_socket) and str(b_port) not in listeners(a_socket)
+        assert str(a_port) in listeners(a_socket)  # b has stopped; a's socket is a's still
+    assert f"gunicorn control socket: {a_socket}" in (tmp_path / "a.log").read_text()
+
+
+def _password_hash(instance: Path) -> str:
+    with contextlib.closing(sqlite3.connect(instance / "study.sqlite3")) as db:
+        return db.execute("SELECT password_hash FROM admins WHERE username = 'admin'").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_make_demo_never_touches_a_running_demo(tmp_path):
+    """Was: a second `make demo` reset the admin password, then failed on the busy port,
+    locking the running demo's admin out."""
+    instance = tmp_path / "demo"
+    port = free_port()
+    env = hprune_env(instance, HPRUNE=str(BIN / "hprune"), DEMO_PORT=str(port))
+    demo = ["bash", str(ROOT / "demo" / "serve_demo.sh")]
+    log = tmp_path / "first.log"
+    with started(demo, env, log):
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the demo", 300)
+        text = log.read_text()
+        password = re.search(r"temporary password (\S+)", text)[1]
+        assert f"export HPRUNE_INSTANCE={instance}" in text
+        listed = subprocess.run([BIN / "hprune", "study", "list"], env=hprune_env(instance),
+                                cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+        assert listed.returncode == 0 and listed.stdout.startswith("demo\t"), listed.stderr
+        before = _password_hash(instance)
+
+        again = subprocess.run(demo, env=env, cwd=ROOT, capture_output=True, text=True,
+                               timeout=120)  # fmt: skip
+        assert again.returncode == 1
+        assert f"port {port} is in use" in again.stderr
+        assert f"DEMO_PORT={port + 1} make demo" in again.stderr
+        assert _password_hash(instance) == before
+
+        other = free_port()
+        beside = dict(env, DEMO_PORT=str(other))
+        with started(demo, beside, tmp_path / "second.log"):
+            wait_until(lambda: answers(f"http://127.0.0.1:{other}/healthz"), "the second demo")
+            second = (tmp_path / "second.log").read_text()
+            assert "the password you chose" in second and "temporary password" not in second
+        assert _password_hash(instance) == before
+        login = requests.Session()
+        page = login.get(f"http://127.0.0.1:{port}/admin/login", timeout=10).text
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page)[1]
+        response = login.post(
+            f"http://127.0.0.1:{port}/admin/login",
+            data={"username": "admin", "password": password, "csrf_token": token},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert response.status_code == 303  # the first password still works
