@@ -230,8 +230,10 @@ def serve(host: str, port: int, workers: int, threads: int, dev: bool) -> None:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 def export(name: str | None, out: Path, overwrite: bool) -> None:
-    """Write the tidy responses (responses.csv, responses.parquet, codebook.json) and
-    participants.csv (one row per participant: Prolific ids, outcome, completion code)."""
+    """Write the tidy responses (responses.csv, responses.parquet, codebook.json), the
+    participant ledger (participants.csv, .parquet, participants_codebook.json: Prolific ids,
+    outcome, completion code) and the Prolific approvals (prolific_approvals.csv,
+    prolific_bulk_approve.json): docs/study-specs.md."""
     from study.export import study_names, write_export
 
     url = _database_url()

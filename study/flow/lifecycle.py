@@ -32,11 +32,7 @@ def finish(session: Session, participant: ParticipantRow, outcome: str, now=None
     participant who drops out stops counting."""
     counted = participant.phase == "trials"
     phase = "end" if outcome != "declined" else "declined"
-    source, simulated = session.execute(
-        select(Participant.source, Participant.simulated).where(Participant.id == participant.id)
-    ).one()
-    spec = catalogue(session, participant.version_id).spec
-    code = spec.completion_code(outcome, per_participant=simulated or source != "prolific")
+    code = _code_for(session, participant, outcome)
     change(
         session, participant, phase=phase, outcome=outcome, finished_at=now or utcnow(),
         completion_code=code,
@@ -63,11 +59,27 @@ def expire_if_late(session: Session, participant: ParticipantRow, now=None) -> b
     return False
 
 
+def _code_for(session: Session, participant: ParticipantRow, outcome: str) -> str | None:
+    """A completion code for ``outcome``: the spec's own for a Prolific participant, with a
+    suffix of their own for anyone else (study.spec)."""
+    source, simulated = session.execute(
+        select(Participant.source, Participant.simulated).where(Participant.id == participant.id)
+    ).one()
+    spec = catalogue(session, participant.version_id).spec
+    return spec.completion_code(outcome, per_participant=simulated or source != "prolific")
+
+
 def given_code(session: Session, participant: ParticipantRow) -> str | None:
-    """The completion code the participant was given when their session ended."""
-    return session.scalar(
+    """The completion code of the participant's ended session, made now if their session was
+    ended without one (timed out with others by study.flow.study_lock)."""
+    code = session.scalar(
         select(Participant.completion_code).where(Participant.id == participant.id)
     )
+    if code is None and participant.outcome is not None:
+        code = _code_for(session, participant, participant.outcome)
+        if code is not None:
+            change(session, participant, completion_code=code)
+    return code
 
 
 def complete(session: Session, participant: ParticipantRow) -> None:

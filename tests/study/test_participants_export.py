@@ -203,3 +203,32 @@ def test_export_cells_cannot_run_as_spreadsheet_formulas(app, tmp_path):
     parquet = pd.read_parquet(tmp_path / "out" / "responses.parquet")
     assert set(parquet["left_variant"].dropna()) >= {"=1+2", "@SUM(A1)"} - {None}
     assert read_participants(tmp_path / "out")["prolific_pid"].tolist() == ["-PIDformula"]
+
+
+def test_a_participant_timed_out_by_someone_elses_assignment_still_gets_a_code(
+    app, make_study, tmp_path
+):
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from study.models import Participant as Row
+    from study.models import utcnow
+
+    study = make_study()
+    late = Client(app.test_client(), study.key)
+    late.enter(id="late-lab")
+    late.csrf = late.client.get(f"/api/s/{study.key}/session").get_json()["csrf_token"]
+    for step, data in (("consent", {"decision": "agree"}), ("instructions", {})):
+        assert late.post(step, **data).status_code == 303
+    assert late.post("check", width=1280, height=900, touch=0).status_code == 303
+    with app.extensions["hprune_db"].write() as db:
+        row = db.scalar(select(Row).where(Row.external_id == "lab:late-lab"))
+        row.deadline_at = utcnow() - timedelta(seconds=1)
+    Client(app.test_client(), study.key).start(pid="PIDlate-other")  # times the late one out
+    page = late.client.get(f"/s/{study.key}/end", follow_redirects=True).get_data(as_text=True)
+    code = re.search(r"LATE789-[0-9A-F]{8}", page)[0]
+    write_export(app.config["DATABASE_URL"], tmp_path / "out", study=study.name)
+    people = read_participants(tmp_path / "out").set_index("external_id")
+    assert people.loc["late-lab", "outcome"] == "timed_out"
+    assert people.loc["late-lab", "completion_code"] == code
