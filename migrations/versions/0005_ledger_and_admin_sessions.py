@@ -3,7 +3,7 @@ server-side admin sessions (revocable, with an idle timeout), and admin password
 changed at the first login.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 09:00:00
 
 Participants who finished before this revision were shown their study version's code for
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -120,15 +120,12 @@ def test_the_ledger_pays_and_rejects_on_prolific_and_codes_lab_participants(
     run_through(done, done.start(pid="PIDledger-done"), pick=attentive(app))
     failed = Client(app.test_client(), study.key)
     run_through(failed, failed.start(pid="PIDledger-fail"), pick=careless(app))
-    Client(app.test_client(), study.key).enter(
+    Client(app.test_client(), study.key).consent(  # consents, never goes on
         PROLIFIC_PID="PIDledger-idle", STUDY_ID="s", SESSION_ID="idle-session"
     )
     lab = Client(app.test_client(), study.key)
-    lab.enter(id="p01")
-    lab.csrf = lab.client.get(f"/api/s/{study.key}/session").get_json()["csrf_token"]
-    assert lab.post("consent", decision="agree").status_code == 303
+    lab.consent(id="p01")
     assert lab.post("instructions").status_code == 303
-    assert lab.post("check", width=1280, height=900, touch=0).status_code == 303
     run_through(lab, lab.trial(), pick=attentive(app))
     end_page = lab.client.get(f"/s/{study.key}/end").get_data(as_text=True)
     lab_code = re.search(r"DONE123-[0-9A-F]{8}", end_page)[0]  # the lab's own code
@@ -217,11 +214,8 @@ def test_a_participant_timed_out_by_someone_elses_assignment_still_gets_a_code(
 
     study = make_study()
     late = Client(app.test_client(), study.key)
-    late.enter(id="late-lab")
-    late.csrf = late.client.get(f"/api/s/{study.key}/session").get_json()["csrf_token"]
-    for step, data in (("consent", {"decision": "agree"}), ("instructions", {})):
-        assert late.post(step, **data).status_code == 303
-    assert late.post("check", width=1280, height=900, touch=0).status_code == 303
+    late.consent(id="late-lab")
+    assert late.post("instructions").status_code == 303
     with app.extensions["hprune_db"].write() as db:
         row = db.scalar(select(Row).where(Row.external_id == "lab:late-lab"))
         row.deadline_at = utcnow() - timedelta(seconds=1)
