@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from generation.adapters.base import BLOCK, ModelAdapter, Part
+from generation.adapters.base import (
+    ABLATIONS,
+    BLOCK,
+    DEFAULT_ABLATION,
+    ModelAdapter,
+    Part,
+    check_ablation,
+)
 from generation.adapters.flux import FluxAdapter
 from generation.adapters.sd3 import SD3Adapter
 from generation.model_record import ModelRecord
@@ -27,12 +34,16 @@ def adapter_class(class_name: str) -> type[ModelAdapter]:
     raise UserError(f"unsupported transformer {class_name!r}: hprune supports {supported}")
 
 
-def get_adapter(transformer: nn.Module) -> ModelAdapter:
-    """The adapter that knows ``transformer``'s blocks and subcomponents."""
+def get_adapter(transformer: nn.Module, ablation: str | None = None) -> ModelAdapter:
+    """The adapter that knows ``transformer``'s blocks and subcomponents.
+
+    ``ablation``: what removed subcomponents compute (``identity`` or ``zero``); default: what
+    the transformer was pruned with, else ``identity`` (``generation.adapters.base``).
+    """
     for cls in type(transformer).__mro__:
         for adapter in ADAPTERS:
             if adapter.transformer_class == cls.__name__:
-                return adapter(transformer)
+                return adapter(transformer, ablation)
     return adapter_class(type(transformer).__name__)(transformer)  # raises the UserError
 
 
@@ -49,11 +60,14 @@ def record_for_transformer(transformer, *, parent_fingerprint: str | None = None
 
 
 __all__ = [
+    "ABLATIONS",
     "ADAPTERS",
     "BLOCK",
+    "DEFAULT_ABLATION",
     "ModelAdapter",
     "Part",
     "adapter_class",
+    "check_ablation",
     "get_adapter",
     "record_for_transformer",
 ]

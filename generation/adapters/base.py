@@ -1,18 +1,25 @@
 """What every architecture adapter knows: blocks under one global index, their
-subcomponents, and three ways to take a part out.
+subcomponents, and how a part is taken out.
 
 - ``ablate(parts)``: reversible identity replacement, for contribution analysis.
-  A removed attention or feed-forward sublayer adds nothing to its residual
-  stream; a removed modulation (adaLN) gives scale 0, shift 0 and gate 1, so the
-  sublayers see the plain LayerNorm of their input; a removed block returns its
-  inputs unchanged.
-- ``remove_blocks`` / ``remove_components``: structural surgery that frees the
-  parameters (the model really gets smaller).
-- ``neutralise_components``: the same function as removal, but by setting
-  weights in place (output projections zero, modulation weights zero with the
-  bias at the identity values), so that a model saved with the full structure
-  reloads with plain ``from_pretrained`` and computes exactly what the
-  structurally pruned model computes.
+- ``remove_components`` / ``remove_blocks``: structural surgery that frees the
+  parameters (the model really gets smaller) and computes what ``ablate`` computes.
+
+What a removed subcomponent computes is the *ablation semantics*, one per model:
+
+- ``identity`` (the default, as HierarchicalPrune's reference implementation removes
+  parts): a removed attention or feed-forward sublayer returns its **input**, so the
+  block still adds gate x modulated LayerNorm(x) to its residual stream. ``attn``
+  removes the joint attention and, in SD3.5 MMDiT-X blocks, the second attention
+  ``attn2`` with it, as the reference does.
+- ``zero``: a removed sublayer adds nothing to its residual stream (its output is zero),
+  the textbook ablation of a residual branch. hprune's semantics before the reference's
+  was adopted; kept as a named option for comparison and for models pruned that way.
+
+In both, a removed modulation (adaLN, ``norm1``/``norm1_context``/``norm``) gives
+scale 0, shift 0 and every gate 1, so the sublayers see the plain LayerNorm of their
+input: exactly the reference's ``w_norm1``/``w_norm1_context``/``w_norm``. A removed
+block returns its inputs unchanged.
 
 A *part* is ``(block_index, component)`` where ``component`` is a subcomponent
 name or :data:`BLOCK` for the whole block. Indices are positions in the current
@@ -25,7 +32,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -35,6 +42,10 @@ from hprune.errors import UserError
 
 BLOCK = "block"
 Part = tuple[int, str]
+
+#: What a removed attention or feed-forward sublayer computes (see the module docstring).
+ABLATIONS = ("identity", "zero")
+DEFAULT_ABLATION = "identity"
 
 # adaLN modules: number of chunks the linear layer's output splits into, and which chunks are gates.
 # Identity modulation = shift 0, scale 0, gate 1 (diffusers' chunk order: shift, scale, gate per sublayer).
@@ -58,11 +69,40 @@ class ConstantOutput(nn.Module):
         return self.value.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1)
 
 
-class ZeroAttention(nn.Module):
-    """A removed attention sublayer: zero output for the image stream (and the text stream, if given).
+class PassThroughAttention(nn.Module):
+    """A removed attention sublayer (``identity`` semantics): returns its inputs, the image
+    stream (and the text stream, if given), as the reference's identity attention does."""
 
-    ``width`` is the width of the output (``None``: the width of the input).
-    """
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs):
+        if encoder_hidden_states is None:
+            return hidden_states
+        return hidden_states, encoder_hidden_states
+
+
+class PassThroughFeedForward(nn.Module):
+    """A removed feed-forward sublayer (``identity`` semantics): returns its input."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+class LeadingFeatures(nn.Module):
+    """Stands in for a FLUX single block's ``proj_out`` once its MLP path is removed
+    (``identity`` semantics): keeps the first ``width`` features of the concatenated
+    [attention output, MLP output], i.e. the attention output, unprojected. This is the
+    reference's ``proj_mlp_out`` removal (both MLP layers identities, then a slice)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[..., : self.width]
+
+
+class ZeroAttention(nn.Module):
+    """A removed attention sublayer (``zero`` semantics): zero output for the image stream
+    (and the text stream, if given). ``width`` is the output width (``None``: the input's)."""
 
     def __init__(self, width: int | None = None) -> None:
         super().__init__()
@@ -79,7 +119,8 @@ class ZeroAttention(nn.Module):
 
 
 class ZeroFeedForward(nn.Module):
-    """A removed feed-forward sublayer (or FLUX MLP input projection) of output width ``width``."""
+    """A removed feed-forward sublayer (``zero`` semantics), or FLUX MLP input projection,
+    of output width ``width`` (``None``: the input's)."""
 
     def __init__(self, width: int | None = None) -> None:
         super().__init__()
@@ -97,6 +138,12 @@ class IdentityBlock(nn.Module):
         return encoder_hidden_states, hidden_states
 
 
+def check_ablation(name: str) -> str:
+    if name not in ABLATIONS:
+        raise UserError(f"unknown ablation semantics {name!r} (choose {', '.join(ABLATIONS)})")
+    return name
+
+
 def modulation_identity(module: nn.Module) -> torch.Tensor:
     """The output of ``module.linear`` that makes an adaLN module an identity modulation."""
     chunks, gates = MODULATION_LAYOUT[type(module).__name__]
@@ -105,25 +152,6 @@ def modulation_identity(module: nn.Module) -> torch.Tensor:
     for gate in gates:
         value[gate] = 1.0
     return value.flatten()
-
-
-def neutralise_linear(linear: nn.Linear, bias: torch.Tensor | None = None) -> None:
-    """Set a linear layer's weight to zero and its bias to ``bias`` (default zero), in place."""
-    with torch.no_grad():
-        linear.weight.zero_()
-        if linear.bias is not None:
-            if bias is None:
-                linear.bias.zero_()
-            else:
-                linear.bias.copy_(bias.to(linear.bias.dtype))
-
-
-def last_linear(module: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` inside ``module`` (the output projection of a FeedForward)."""
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise TypeError(f"{type(module).__name__} has no linear layer")
-    return linears[-1]
 
 
 def count_params(module: nn.Module | None) -> int:
@@ -174,14 +202,33 @@ def removed_components(block: nn.Module) -> set[str]:
     return removed
 
 
+def model_ablation(transformer: nn.Module) -> str | None:
+    """The ablation semantics ``transformer`` was pruned with: set by surgery in memory, or
+    read from the config of a saved pruned model (``generation.transforms.pruned_classes``)."""
+    found = getattr(transformer, "_hprune_ablation", None)
+    config = getattr(transformer, "config", None)
+    if found is None and isinstance(config, Mapping):
+        found = config.get("ablation")
+    return found
+
+
 class ModelAdapter(abc.ABC):
     """One architecture family's view of a diffusion transformer."""
 
     family: ClassVar[str]
     transformer_class: ClassVar[str]
 
-    def __init__(self, transformer: nn.Module) -> None:
+    def __init__(self, transformer: nn.Module, ablation: str | None = None) -> None:
+        """``ablation``: what removed subcomponents compute (:data:`ABLATIONS`); default: the
+        semantics the transformer was already pruned with, else ``identity``."""
         self.transformer = transformer
+        pruned_with = model_ablation(transformer)
+        self.ablation = check_ablation(ablation or pruned_with or DEFAULT_ABLATION)
+        if pruned_with and self.ablation != pruned_with and self.has_removed_components():
+            raise UserError(
+                f"this model's subcomponents were removed with {pruned_with!r} ablation; "
+                f"it cannot be pruned further with {self.ablation!r}"
+            )
 
     # ----- structure -----------------------------------------------------------------
 
@@ -249,6 +296,18 @@ class ModelAdapter(abc.ABC):
                 f"{', '.join(self.all_components(index))}"
             )
 
+    def has_removed_components(self) -> bool:
+        return any(removed_components(block) for block in self.block_modules())
+
+    def removed_parts(self) -> list[Part]:
+        """The structurally removed subcomponents, in block order then component order."""
+        return [
+            (i, c)
+            for i in range(self.num_blocks)
+            for c in self.all_components(i)
+            if c in removed_components(self.block(i))
+        ]
+
     def removable_blocks(self) -> list[int]:
         """Blocks that structural surgery may delete."""
         return list(range(self.num_blocks))
@@ -287,10 +346,6 @@ class ModelAdapter(abc.ABC):
     def _replace_component(self, swaps: _Swaps, index: int, name: str, *, structural: bool) -> None:
         """Swap in the parameter-free stand-in for one subcomponent."""
 
-    @abc.abstractmethod
-    def _neutralise_component(self, index: int, name: str) -> None:
-        """Set weights so that the subcomponent computes what its removal computes."""
-
     def _ablate_blocks(
         self, swaps: _Swaps, indices: Sequence[int]
     ) -> contextlib.AbstractContextManager:
@@ -319,7 +374,8 @@ class ModelAdapter(abc.ABC):
     # ----- structural surgery --------------------------------------------------------
 
     def remove_components(self, parts: Iterable[Part]) -> None:
-        """Replace subcomponents by parameter-free stand-ins, freeing their parameters."""
+        """Replace subcomponents by parameter-free stand-ins, freeing their parameters; the
+        transformer remembers the ablation semantics (one per model)."""
         parts = list(parts)
         for part in parts:
             self.check_part(part)
@@ -329,15 +385,7 @@ class ModelAdapter(abc.ABC):
             if component in self.components(index):
                 self._replace_component(_Swaps(), index, component, structural=True)
                 removed_components(self.block(index)).add(component)
-
-    def neutralise_components(self, parts: Iterable[Part]) -> None:
-        """Give subcomponents the weights that make them compute what their removal computes."""
-        parts = list(parts)
-        for part in parts:
-            self.check_part(part)
-        for index, component in parts:
-            if component in self.components(index):
-                self._neutralise_component(index, component)
+                self.transformer._hprune_ablation = self.ablation
 
     def check_block_removal(self, indices: Iterable[int]) -> list[int]:
         """Validate a set of blocks to delete; return it sorted and de-duplicated."""
@@ -400,42 +448,31 @@ class ModelAdapter(abc.ABC):
 
 # ----- the MMDiT block (SD3 joint blocks, FLUX double blocks) ---------------------------
 # Subcomponents: norm1 and norm1_context (adaLN modulation of the image and text
-# streams), attn (joint attention), attn2 (SD3.5 MMDiT-X second attention), ff
-# and ff_context (the two feed-forward sublayers).
+# streams), attn (joint attention; in SD3.5 MMDiT-X blocks with the second, image-only
+# attention attn2, removed together as the reference does), ff and ff_context (the two
+# feed-forward sublayers; SD3's last block has no ff_context).
 
 
 def mmdit_components(block: nn.Module) -> tuple[str, ...]:
-    names = ["norm1", "norm1_context", "attn"]
-    if getattr(block, "attn2", None) is not None:
-        names.append("attn2")
-    names.append("ff")
+    names = ["norm1", "norm1_context", "attn", "ff"]
     if getattr(block, "ff_context", None) is not None:
         names.append("ff_context")
     return tuple(names)
 
 
-def mmdit_replace(swaps: _Swaps, block: nn.Module, name: str) -> None:
+def mmdit_replace(swaps: _Swaps, block: nn.Module, name: str, ablation: str) -> None:
     if name in ("norm1", "norm1_context"):
         norm = getattr(block, name)
         swaps.swap(norm, "linear", ConstantOutput(modulation_identity(norm)))
-    elif name in ("attn", "attn2"):
-        swaps.swap(block, name, ZeroAttention())
+    elif name == "attn":
+        stand_in = PassThroughAttention if ablation == "identity" else ZeroAttention
+        swaps.swap(block, "attn", stand_in())
+        if getattr(block, "attn2", None) is not None:
+            swaps.swap(block, "attn2", stand_in())
     elif name in ("ff", "ff_context"):
-        swaps.swap(block, name, ZeroFeedForward())
-    else:
-        raise ValueError(f"unknown subcomponent {name!r}")
-
-
-def mmdit_neutralise(block: nn.Module, name: str) -> None:
-    module = getattr(block, name)
-    if name in ("norm1", "norm1_context"):
-        neutralise_linear(module.linear, modulation_identity(module))
-    elif name in ("attn", "attn2"):
-        neutralise_linear(module.to_out[0])
-        if getattr(module, "to_add_out", None) is not None:
-            neutralise_linear(module.to_add_out)
-    elif name in ("ff", "ff_context"):
-        neutralise_linear(last_linear(module))
+        swaps.swap(
+            block, name, PassThroughFeedForward() if ablation == "identity" else ZeroFeedForward()
+        )
     else:
         raise ValueError(f"unknown subcomponent {name!r}")
 
@@ -443,5 +480,7 @@ def mmdit_neutralise(block: nn.Module, name: str) -> None:
 def mmdit_params(block: nn.Module, name: str) -> int:
     if name in removed_components(block):
         return 0
+    if name == "attn":
+        return count_params(block.attn) + count_params(getattr(block, "attn2", None))
     module = getattr(block, name)
     return count_params(module.linear if name.startswith("norm") else module)

@@ -4,9 +4,16 @@ Both lists share one global block index: ``0 .. num_layers-1`` are the double
 blocks (MMDiT, subcomponents as SD3), ``num_layers ..`` the single blocks.
 A single block runs attention and an MLP side by side on the joint token
 sequence and projects their concatenation with one ``proj_out``; its
-subcomponents are ``norm`` (adaLN modulation), ``attn`` (the attention with its
-columns of ``proj_out``) and ``mlp`` (``proj_mlp`` with its columns of
-``proj_out``). Structural removal of ``attn`` or ``mlp`` slices ``proj_out``.
+subcomponents are ``norm`` (adaLN modulation), ``attn`` and ``mlp``:
+
+- ``identity`` semantics (the reference's): ``attn`` returns its input (the
+  modulated, normalised sequence), ``proj_out`` stays whole; ``mlp`` is the
+  reference's ``proj_mlp_out``: ``proj_mlp`` and ``proj_out`` both become
+  identities and the block keeps the first ``dim`` features, so it adds
+  gate x the attention output, unprojected. ``mlp`` therefore frees ``proj_mlp``
+  and all of ``proj_out``.
+- ``zero`` semantics: ``attn`` or ``mlp`` contributes nothing; structural removal
+  slices their columns out of ``proj_out`` (each owns its columns).
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ from torch import nn
 
 from generation.adapters.base import (
     ConstantOutput,
+    LeadingFeatures,
     ModelAdapter,
+    PassThroughAttention,
+    PassThroughFeedForward,
     ZeroAttention,
     ZeroFeedForward,
     _Swaps,
     count_params,
     mmdit_components,
-    mmdit_neutralise,
     mmdit_params,
     mmdit_replace,
     modulation_identity,
-    neutralise_linear,
     removed_components,
 )
 
@@ -36,7 +44,8 @@ SINGLE_COMPONENTS = ("norm", "attn", "mlp")
 
 
 def _single_columns(block: nn.Module) -> dict[str, slice]:
-    """The input columns of ``proj_out`` fed by the attention and by the MLP, given what is removed."""
+    """``zero`` semantics: the input columns of ``proj_out`` fed by the attention and by the
+    MLP, given what is removed."""
     removed = removed_components(block)
     width = block.proj_out.out_features  # = the block's width
     attn = 0 if "attn" in removed else width
@@ -86,6 +95,10 @@ class FluxAdapter(ModelAdapter):
             return 0
         if name == "norm":
             return count_params(block.norm.linear)
+        if self.ablation == "identity":
+            if name == "attn":
+                return count_params(block.attn)
+            return count_params(block.proj_mlp) + count_params(block.proj_out)
         columns = _single_columns(block)[name]
         own = block.attn if name == "attn" else block.proj_mlp
         return count_params(own) + (columns.stop - columns.start) * block.proj_out.out_features
@@ -93,33 +106,25 @@ class FluxAdapter(ModelAdapter):
     def _replace_component(self, swaps: _Swaps, index: int, name: str, *, structural: bool) -> None:
         block = self.block(index)
         if self.block_kind(index) == "double":
-            mmdit_replace(swaps, block, name)
+            mmdit_replace(swaps, block, name, self.ablation)
         elif name == "norm":
             swaps.swap(block.norm, "linear", ConstantOutput(modulation_identity(block.norm)))
+        elif name not in ("attn", "mlp"):
+            raise ValueError(f"unknown subcomponent {name!r}")
+        elif self.ablation == "identity" and name == "attn":
+            swaps.swap(block, "attn", PassThroughAttention())
+        elif self.ablation == "identity":
+            swaps.swap(block, "proj_out", LeadingFeatures(block.proj_out.out_features))
+            swaps.swap(block, "proj_mlp", PassThroughFeedForward())
         elif name == "attn":
             if structural:
                 _slice_proj_out(block, "attn")
             swaps.swap(block, "attn", ZeroAttention(width=0 if structural else None))
-        elif name == "mlp":
+        else:
             if structural:
                 _slice_proj_out(block, "mlp")
             width = 0 if structural else block.mlp_hidden_dim
             swaps.swap(block, "proj_mlp", ZeroFeedForward(width=width))
-        else:
-            raise ValueError(f"unknown subcomponent {name!r}")
-
-    def _neutralise_component(self, index: int, name: str) -> None:
-        block = self.block(index)
-        if self.block_kind(index) == "double":
-            mmdit_neutralise(block, name)
-            return
-        if name == "norm":
-            neutralise_linear(block.norm.linear, modulation_identity(block.norm))
-            return
-        with torch.no_grad():
-            block.proj_out.weight[:, _single_columns(block)[name]] = 0
-        if name == "mlp":
-            neutralise_linear(block.proj_mlp)
 
     def _update_config_after_block_removal(self, kept: Sequence[int]) -> None:
         num_double = self.transformer.config.num_layers

@@ -1,7 +1,8 @@
 """SD3 and SD3.5 (``SD3Transformer2DModel``): one list of joint (MMDiT) blocks.
 
 SD3.5 Medium's first blocks are MMDiT-X blocks with a second, image-only
-attention (``dual_attention_layers``); their ``attn2`` is an extra subcomponent.
+attention (``dual_attention_layers``); ``attn`` removes both attentions, as the
+reference does.
 The last block is built with ``context_pre_only=True`` (no text-stream output,
 no ``ff_context``), so it cannot be deleted: whichever block ends up last would
 need that structure.
@@ -16,7 +17,6 @@ from generation.adapters.base import (
     ModelAdapter,
     _Swaps,
     mmdit_components,
-    mmdit_neutralise,
     mmdit_params,
     mmdit_replace,
 )
@@ -50,10 +50,7 @@ class SD3Adapter(ModelAdapter):
         )
 
     def _replace_component(self, swaps: _Swaps, index: int, name: str, *, structural: bool) -> None:
-        mmdit_replace(swaps, self.block(index), name)
-
-    def _neutralise_component(self, index: int, name: str) -> None:
-        mmdit_neutralise(self.block(index), name)
+        mmdit_replace(swaps, self.block(index), name, self.ablation)
 
     def _ablate_blocks(self, swaps: _Swaps, indices: Sequence[int]):
         """Whole blocks through diffusers' own ``skip_layers``, which equals deleting them."""

@@ -16,7 +16,7 @@ from generation.adapters import ModelAdapter, get_adapter, record_for_transforme
 from generation.model_record import ModelRecord, read_record, write_record
 from generation.store.fingerprints import model_fingerprint
 from generation.store.loading import load_transformer, resolve_model_dir, transformer_dir
-from generation.store.saving import link_tree, save_transformer
+from generation.store.saving import save_pipeline_transformer
 from generation.transforms.plan import PrunePlan
 from generation.transforms.surgery import apply_plan
 from hprune.errors import UserError
@@ -54,9 +54,13 @@ def prune_model(
     out: str | Path,
     make_plan: Callable[[ModelAdapter, int], PrunePlan],
     *,
+    ablation: str | None = None,
     overwrite: bool = False,
 ):
     """Load ``model``, plan with ``make_plan(adapter, original_parameters)``, apply, write ``out``.
+
+    ``ablation``: what removed subcomponents compute (``identity``, the default, or ``zero``;
+    a model already pruned keeps its own).
 
     Returns ``(plan, pruned transformer in memory)``.
     """
@@ -71,7 +75,7 @@ def prune_model(
     if out.exists() and not overwrite:
         raise UserError(f"output directory {out} already exists (pass --overwrite to replace it)")
     transformer = load_transformer(source)
-    adapter = get_adapter(transformer)
+    adapter = get_adapter(transformer, ablation)
     base = record or record_for_transformer(transformer)
     plan = make_plan(adapter, base.original_parameters)
     kept_before = apply_plan(adapter, plan)
@@ -79,10 +83,6 @@ def prune_model(
         base, plan, kept_before, parent_fingerprint=model_fingerprint(source)
     )
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        if source_transformer == source:  # a transformer directory on its own
-            save_transformer(transformer, tmp)
-        else:
-            link_tree(source, tmp, skip={"transformer"})
-            save_transformer(transformer, tmp / "transformer")
+        save_pipeline_transformer(transformer, source, tmp)
         write_record(tmp, new_record)
     return plan, transformer

@@ -2,10 +2,9 @@
 
 A model hprune wrote is an ordinary diffusers directory: plain
 ``DiffusionPipeline.from_pretrained`` loads it and computes exactly what the
-pruned model computes (removed subcomponents are stored with neutral weights,
-see ``generation.adapters.base``). This loader additionally reads the model
-record and re-applies the structural removal of those subcomponents, so the
-model in memory is really smaller; and it loads quantised transformers.
+pruned model computes (a model with removed subcomponents is a pruned class,
+``generation.transforms.pruned_classes``). This loader additionally checks the
+weights against the model record and loads quantised transformers.
 
 Hub ids go through diffusers' own download (``DiffusionPipeline.download``),
 which honours ``HF_HUB_OFFLINE`` and the local cache.
@@ -23,6 +22,7 @@ from generation.devices import resolve_device, resolve_dtype
 from generation.model_record import ModelRecord, read_record
 from generation.quiet import quiet_progress
 from generation.store.quantized import load_quantized_transformer
+from generation.transforms.pruned_classes import restore_recorded_removal, transformer_class
 from hprune.errors import UserError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -112,14 +112,11 @@ def transformer_dir(model_dir: Path) -> Path:
 
 
 def _transformer_class(directory: Path):
-    import diffusers
-
     config = _read_json(directory / "config.json", "transformer config")
-    name = config.get("_class_name")
-    cls = getattr(diffusers, str(name), None) if name else None
-    if cls is None or not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
-        raise UserError(f"{directory / 'config.json'} names an unknown model class {name!r}")
-    return cls
+    try:
+        return transformer_class(config.get("_class_name"))
+    except UserError as exc:
+        raise UserError(f"{directory / 'config.json'}: {exc}") from None
 
 
 def _load_quantized(directory: Path, record: ModelRecord, dtype, device):
@@ -129,21 +126,24 @@ def _load_quantized(directory: Path, record: ModelRecord, dtype, device):
 
 
 def _apply_record(transformer, record: ModelRecord, directory: Path):
-    """Check the weights against the record and re-apply the structural subcomponent removal."""
+    """Check the weights against the record (blocks and removed subcomponents)."""
     adapter = get_adapter(transformer)
     if adapter.num_blocks != len(record.kept_blocks):
         raise UserError(
             f"{directory}: the record lists {len(record.kept_blocks)} blocks but the weights have "
             f"{adapter.num_blocks}; the directory is inconsistent"
         )
-    adapter.remove_components(record.removed_parts_current())
+    try:
+        restore_recorded_removal(transformer, record.removed_parts_current())
+    except UserError as exc:
+        raise UserError(f"{directory}: {exc}") from None
     return transformer
 
 
 def load_transformer(model: str | os.PathLike[str], *, dtype=None, device="cpu"):
     """The transformer of a pipeline directory, a transformer directory or a hub id, in eval mode.
 
-    Re-applies the recorded structural removal of subcomponents; loads quantised transformers.
+    Checks the weights against the model record; loads quantised transformers.
     """
     directory = transformer_dir(resolve_model_dir(model, transformer_only=True))
     dtype = resolve_dtype(dtype)

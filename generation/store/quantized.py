@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from generation.adapters import get_adapter
+from generation.transforms.pruned_classes import restore_recorded_removal, transformer_class
 from generation.transforms.quantization import (
     QuantizationSpec,
     dtype_name,
@@ -65,17 +65,17 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
 
 def _empty_transformer(directory: Path, record) -> nn.Module:
     """The transformer of ``directory``'s config, parameters on the meta device, buffers real,
-    with the record's structural subcomponent removal applied (so its state matches the file)."""
-    import diffusers
+    without the subcomponents the record lists (so its state matches the file)."""
     from accelerate import init_empty_weights
 
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(diffusers, str(config.get("_class_name")), None)
-    if cls is None:
-        raise UserError(f"{directory / 'config.json'} names an unknown model class")
+    try:
+        cls = transformer_class(config.get("_class_name"))
+    except UserError as exc:
+        raise UserError(f"{directory / 'config.json'}: {exc}") from None
     with init_empty_weights(include_buffers=False):
         model = cls.from_config(config)
-    get_adapter(model).remove_components(record.removed_parts_current())
+    restore_recorded_removal(model, record.removed_parts_current())
     return model
 
 

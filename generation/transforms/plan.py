@@ -115,6 +115,7 @@ class PlanBuilder:
             budget=budget,
             original_parameters=original,
             parameters_before=adapter.total_params(),
+            details={"ablation": adapter.ablation},
         )
         self.target = None if budget is None else budget * original
         self.blocks: set[int] = set()

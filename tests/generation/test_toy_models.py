@@ -73,7 +73,9 @@ def test_toy_architectures_have_the_documented_layout(toy_model_dir) -> None:
     flux = get_adapter(load_transformer(toy_model_dir("flux")))
     assert sd3.config_counts() == {"transformer_blocks": 8}
     assert tuple(sd35.transformer.config.dual_attention_layers) == (0, 1, 2)
-    assert "attn2" in sd35.components(0) and "attn2" not in sd35.components(3)
+    dual = [sd35.block(i).attn2 is not None for i in range(sd35.num_blocks)]
+    assert dual == [True] * 3 + [False] * 5
+    assert sd35.component_params(0, "attn") > sd35.component_params(3, "attn")  # attn + attn2
     assert flux.config_counts() == {"transformer_blocks": 4, "single_transformer_blocks": 8}
     assert flux.num_blocks == 12
 

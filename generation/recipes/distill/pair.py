@@ -21,7 +21,7 @@ from generation.model_record import ModelRecord, read_record, write_record
 from generation.recipes.distill.freeze import first_pruned_index
 from generation.store.fingerprints import model_fingerprint
 from generation.store.loading import load_pipeline, load_transformer
-from generation.store.saving import link_tree, save_transformer
+from generation.store.saving import save_pipeline_transformer
 from hprune.errors import UserError
 
 # The text lengths the SD3 and FLUX pipelines use by default.
@@ -238,13 +238,12 @@ def save_student(pair: DistillPair, student: nn.Module, out: Path, history_entry
     """Write the trained student into ``out`` as a complete pipeline folder that hprune and diffusers load.
 
     The same layout ``hprune prune`` writes (``generation.recipes.prune``): the other components
-    hard-linked from the student's folder, the transformer in its full structure with neutral
-    weights for removed subcomponents, in the dtype the student was stored in, and the record
-    with one more history entry.
+    hard-linked from the student's folder, the transformer (a pruned class where subcomponents
+    are removed) in the dtype the student was stored in, and the record with one more history
+    entry.
     """
-    link_tree(pair.student_dir, out, skip={"transformer"})
-    save_transformer(
-        student.to(stored_dtype(pair.student_dir / "transformer")), out / "transformer"
+    save_pipeline_transformer(
+        student.to(stored_dtype(pair.student_dir / "transformer")), pair.student_dir, out
     )
     write_record(out, pair.student_record.with_history(**history_entry))
 
