@@ -1,7 +1,8 @@
 """Contribution analysis: how much the output changes when one block or subcomponent is removed.
 
 For every whole block and every subcomponent of every block, the part is
-replaced by an identity (``ModelAdapter.ablate``; SD3 whole blocks through
+replaced by an identity (``ModelAdapter.ablate``, with the chosen ablation semantics:
+``identity`` as the reference, or ``zero``; SD3 whole blocks through
 diffusers' ``skip_layers``), a fixed prompt set is rendered at fixed seeds,
 and the images (or, for a latent scorer such as ``fidelity`` with
 ``metric=latent-mse``, the final latents) are scored against those of the
@@ -17,6 +18,10 @@ The run is resumable: each finished part is appended to a journal beside
 the output (``.<out>.journal.jsonl``, one JSON line per part, flushed and
 fsynced). A rerun with the same settings skips what the journal holds; the
 journal is removed once ``contrib.json`` is written.
+
+``contrib.json`` can also be imported from published scores
+(``generation.measurement.contrib_import``); such a file has no model fingerprint but the
+architecture it describes.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from generation.adapters import BLOCK, ModelAdapter, Part, get_adapter
+from generation.adapters import BLOCK, DEFAULT_ABLATION, ModelAdapter, Part, get_adapter
 from generation.measurement.rendering.batches import prepare_batches, render_batch
 from generation.measurement.scorers import get_scorer
 from generation.model_record import read_record
@@ -182,13 +187,15 @@ def run_contrib(
     restart: bool = False,
     progress: bool = True,
     reuse_inputs: bool = True,
+    ablation: str = DEFAULT_ABLATION,
 ) -> dict:
     """Run the analysis for ``model`` and write ``out`` (contrib.json); return its content.
 
     ``height`` and ``width`` default to the pipeline's own default resolution.
     ``reuse_inputs``: encode the prompts and make the starting noise once for every part
     (the default; the images are the same); False runs the text encoders on every render,
-    as separate pipeline calls would (for comparison).
+    as separate pipeline calls would (for comparison). ``ablation``: what a removed
+    subcomponent computes (``identity``, the reference's, or ``zero``).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -203,7 +210,7 @@ def run_contrib(
     metric = get_scorer(scorer, **scorer_options)
 
     pipe = load_pipeline(model, dtype=dtype, device=device)
-    adapter = get_adapter(pipe.transformer)
+    adapter = get_adapter(pipe.transformer, ablation)
     record = read_record(Path(model)) if Path(model).is_dir() else None
     chosen = select_parts(adapter, parts)
     default_side = pipe.default_sample_size * pipe.vae_scale_factor
@@ -229,6 +236,7 @@ def run_contrib(
         "render": dataclasses.asdict(options),
         "dtype": str(dtype),
         "parts": [list(p) for p in chosen],
+        "ablation": adapter.ablation,
     }
 
     path = journal_path(out)
@@ -303,6 +311,7 @@ def run_contrib(
         "model_fingerprint": header["model_fingerprint"],
         "family": adapter.family,
         "num_blocks": adapter.num_blocks,
+        "ablation": adapter.ablation,
         "original_indices": record.kept_blocks if record else list(range(adapter.num_blocks)),
         "total_parameters": adapter.total_params(),
         "scorer": {
@@ -329,11 +338,20 @@ def run_contrib(
 # ----- reading contrib.json -------------------------------------------------------------
 
 
+#: The ablation semantics of a contrib.json that does not name one: hprune measured with
+#: zero-branch ablation before it adopted the reference's pass-through.
+UNRECORDED_ABLATION = "zero"
+
+
 @dataclasses.dataclass(frozen=True)
 class Contribution:
-    """A contrib.json, checked: per part drop, block similarities, and what it was measured on."""
+    """A contrib.json, checked: per part drop, block similarities, and what it was measured on.
 
-    model_fingerprint: str
+    ``model_fingerprint`` is None for scores imported from elsewhere; ``architecture`` is then
+    the transformer config they describe.
+    """
+
+    model_fingerprint: str | None
     family: str
     num_blocks: int
     original_indices: list[int]
@@ -341,6 +359,8 @@ class Contribution:
     drops: dict[Part, float]
     block_similarity: list[float | None]
     raw: dict
+    ablation: str = DEFAULT_ABLATION
+    architecture: dict | None = None
 
     def block_drops(self) -> dict[int, float]:
         return {i: d for (i, c), d in self.drops.items() if c == BLOCK}
@@ -355,6 +375,29 @@ class Contribution:
                 f"the contribution file describes a {self.family} model with {self.num_blocks} "
                 f"blocks, but this is a {adapter.family} model with {adapter.num_blocks}"
             )
+
+    def check_ablation(self, adapter: ModelAdapter) -> None:
+        """UserError unless subcomponents would be removed as they were when measured."""
+        if self.ablation != adapter.ablation:
+            raise UserError(
+                f"the contributions were measured with {self.ablation!r} ablation but the parts "
+                f"would be removed with {adapter.ablation!r}; pass --ablation {self.ablation}"
+            )
+
+    def architecture_mismatch(self, config: dict) -> list[str]:
+        """The config keys on which an imported file's architecture differs from ``config``."""
+        if self.architecture is None:
+            return []
+        return sorted(
+            key
+            for key, value in self.architecture.items()
+            if not key.startswith("_") and key in config and _plain(config[key]) != _plain(value)
+        )
+
+
+def _plain(value):
+    """JSON-comparable form of a config value (tuples from diffusers configs become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def read_contrib(path: str | Path) -> Contribution:
@@ -384,8 +427,9 @@ def read_contrib(path: str | Path) -> Contribution:
         similarity = [None if s is None else float(s) for s in data.get("block_similarity") or []]
         if similarity and len(similarity) != num_blocks:
             raise ValueError("block_similarity must have one value per block")
+        fingerprint = data["model_fingerprint"]
         contribution = Contribution(
-            model_fingerprint=str(data["model_fingerprint"]),
+            model_fingerprint=None if fingerprint is None else str(fingerprint),
             family=str(data["family"]),
             num_blocks=num_blocks,
             original_indices=[int(i) for i in data.get("original_indices") or range(num_blocks)],
@@ -393,6 +437,8 @@ def read_contrib(path: str | Path) -> Contribution:
             drops=drops,
             block_similarity=similarity,
             raw=data,
+            ablation=str(data.get("ablation", UNRECORDED_ABLATION)),
+            architecture=data.get("architecture"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path} is malformed: {exc}") from None

@@ -26,24 +26,38 @@ def stacked(*decorators: Callable) -> Callable:
     return apply
 
 
-# --prompts FILE [--per-category N --sample-seed S]: read with hprune.contracts.prompts.read_prompts
-prompt_options = stacked(
-    click.option(
-        "--prompts",
-        "prompts_file",
-        type=click.Path(path_type=Path),
-        required=True,
-        help="Prompt file: GenEval .jsonl, PartiPrompts .tsv, HPSv2 .json, .txt or .csv.",
-    ),
-    click.option(
-        "--per-category",
-        type=int,
-        default=None,
-        help="Keep a seeded sample of N prompts per category.",
-    ),
-    click.option(
-        "--sample-seed", default=0, show_default=True, help="Seed of the --per-category sample."
-    ),
+def prompt_file_options(*, required: bool = True) -> Callable:
+    """--prompts FILE [--per-category N --sample-seed S]: read with
+    hprune.contracts.prompts.read_prompts (``required=False`` for a group whose subcommands
+    take no prompts; the group then checks it)."""
+    return stacked(
+        click.option(
+            "--prompts",
+            "prompts_file",
+            type=click.Path(path_type=Path),
+            required=required,
+            help="Prompt file: GenEval .jsonl, PartiPrompts .tsv, HPSv2 .json, .txt or .csv.",
+        ),
+        click.option(
+            "--per-category",
+            type=int,
+            default=None,
+            help="Keep a seeded sample of N prompts per category.",
+        ),
+        click.option(
+            "--sample-seed", default=0, show_default=True, help="Seed of the --per-category sample."
+        ),
+    )
+
+
+prompt_options = prompt_file_options()
+
+ablation_option = click.option(
+    "--ablation",
+    type=click.Choice(["identity", "zero"]),
+    default=None,
+    help="What a removed attention or feed-forward computes: identity (returns its input, as "
+    "HierarchicalPrune's reference does; the default) or zero (adds nothing).",
 )
 
 seeds_option = click.option(

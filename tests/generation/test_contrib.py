@@ -55,6 +55,24 @@ def test_every_block_and_subcomponent_has_a_score_and_a_drop(sd3_contrib, sd35_t
     contribution = read_contrib(out)
     assert len(contribution.block_drops()) == 8
     assert contribution.model_fingerprint == result["model_fingerprint"]
+    assert result["ablation"] == contribution.ablation == "identity"  # the reference's default
+
+
+def test_zero_ablation_scores_differ_and_are_recorded(sd3_contrib, sd35_toy_dir, tmp_path) -> None:
+    _, identity = sd3_contrib
+    out = tmp_path / "zero.json"
+    zero = run_contrib(
+        sd35_toy_dir, PROMPTS, [0], out, parts="subcomponents", ablation="zero", **FAST
+    )
+    assert zero["ablation"] == read_contrib(out).ablation == "zero"
+    by_part = {(e["block"], e["component"]): e["drop"] for e in identity["entries"]}
+    differ = [e for e in zero["entries"] if e["component"] in ("attn", "ff", "ff_context")]
+    assert all(e["drop"] != by_part[(e["block"], e["component"])] for e in differ)
+    norms = [e for e in zero["entries"] if e["component"].startswith("norm")]
+    assert all(e["drop"] == by_part[(e["block"], e["component"])] for e in norms)  # same in both
+    legacy = {k: v for k, v in zero.items() if k != "ablation"}
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    assert read_contrib(tmp_path / "legacy.json").ablation == "zero"  # measured before it was named
 
 
 def test_whole_block_score_equals_deleting_the_block(sd3_contrib, sd35_toy_dir) -> None:
@@ -258,3 +276,5 @@ def test_contrib_command(sd35_toy_dir, tmp_path) -> None:
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
     bad = CliRunner().invoke(main, [*args, "--overwrite", "--seeds", "3-1"])
     assert bad.exit_code == 2 and "backwards" in bad.output
+    bad = CliRunner().invoke(main, ["contrib", "--model", str(sd35_toy_dir)])
+    assert bad.exit_code == 2 and "needs --prompts, --out" in bad.output
