@@ -3,7 +3,8 @@
 The output is the layout ``generation.store.saving`` describes, plus
 ``transformer/hprune_record.json`` listing the kept original block indices,
 the removed blocks and subcomponents (original indices), the plan and the
-parent model's fingerprint.
+parent model's fingerprint. :func:`dry_run_plan` plans on the meta device, from a model
+folder's config or a full-size architecture config, without any weights.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from pathlib import Path
 
 from generation.adapters import ModelAdapter, get_adapter, record_for_transformer
 from generation.model_record import ModelRecord, read_record, write_record
+from generation.store.architectures import build_from_config, read_arch_config
 from generation.store.fingerprints import model_fingerprint
-from generation.store.loading import load_transformer, resolve_model_dir, transformer_dir
+from generation.store.loading import (
+    load_transformer,
+    read_transformer_config,
+    resolve_model_dir,
+    transformer_dir,
+)
 from generation.store.saving import save_pipeline_transformer
 from generation.transforms.plan import PrunePlan
 from generation.transforms.surgery import apply_plan
@@ -86,3 +93,28 @@ def prune_model(
         save_pipeline_transformer(transformer, source, tmp)
         write_record(tmp, new_record)
     return plan, transformer
+
+
+def dry_run_plan(
+    make_plan: Callable[[ModelAdapter, int], PrunePlan],
+    *,
+    model: str | Path | None = None,
+    arch_config: str | Path | None = None,
+    ablation: str | None = None,
+) -> PrunePlan:
+    """The plan ``prune_model`` would make, computed on the meta device (no weights loaded):
+    from ``model``'s transformer config and record, or from a full-size ``arch_config``."""
+    if (model is None) == (arch_config is None):
+        raise UserError("give exactly one of --model and --arch-config")
+    record = None
+    if model is not None:
+        directory = transformer_dir(resolve_model_dir(model, transformer_only=True))
+        config = read_transformer_config(directory)
+        record = read_record(directory)
+        if record is not None and record.quantization:
+            raise UserError(f"{model} is quantised; prune the unquantised model, then quantise")
+    else:
+        config = read_arch_config(arch_config)
+    adapter = get_adapter(build_from_config(config, "meta"), ablation)
+    original = record.original_parameters if record else adapter.total_params()
+    return make_plan(adapter, original)

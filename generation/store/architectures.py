@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from generation.adapters import adapter_class
+from generation.transforms.pruned_classes import diffusers_base, transformer_class
 from hprune.errors import UserError
 
 
@@ -30,15 +31,20 @@ def read_arch_config(path: str | Path) -> dict[str, Any]:
         raise UserError(f"architecture config {path} is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or "_class_name" not in config:
         raise UserError(f"{path} is not a diffusers transformer config (no _class_name)")
-    adapter_class(config["_class_name"])  # raises for an architecture hprune does not support
+    try:
+        cls = transformer_class(config["_class_name"])
+        adapter_class(diffusers_base(cls).__name__)  # an architecture hprune supports
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return config
 
 
 def build_from_config(config: Mapping[str, Any], device: str | torch.device = "meta") -> nn.Module:
-    """The transformer ``config`` describes, with random weights on ``device`` (meta: no memory)."""
-    import diffusers
+    """The transformer ``config`` describes, with random weights on ``device`` (meta: no memory).
 
-    cls = getattr(diffusers, config["_class_name"])
+    A pruned model's config (``generation.transforms.pruned_classes``) builds the pruned class.
+    """
+    cls = transformer_class(config["_class_name"])
     try:
         with torch.device(device):
             model = cls.from_config(dict(config))

@@ -111,8 +111,13 @@ def transformer_dir(model_dir: Path) -> Path:
     )
 
 
+def read_transformer_config(directory: Path) -> dict:
+    """The ``config.json`` of a transformer folder, as a dict."""
+    return _read_json(directory / "config.json", "transformer config")
+
+
 def _transformer_class(directory: Path):
-    config = _read_json(directory / "config.json", "transformer config")
+    config = read_transformer_config(directory)
     try:
         return transformer_class(config.get("_class_name"))
     except UserError as exc:

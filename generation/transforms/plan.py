@@ -78,10 +78,15 @@ class PrunePlan:
                 f", budget {self.budget:g} of the original parameters"
                 if self.budget is not None
                 else ""
-            ),
+            )
+            + (f", {self.details['ablation']} ablation" if "ablation" in self.details else ""),
             f"parameters: {self.parameters_before:,} -> {self.parameters_after:,} "
-            f"({self.kept_fraction:.1%} of the original {self.original_parameters:,})",
+            f"({self.kept_fraction:.2%} of the original {self.original_parameters:,})",
         ]
+        if self.details.get("critical_blocks"):
+            lines.append(
+                "critical blocks (kept): " + ", ".join(map(str, self.details["critical_blocks"]))
+            )
         if self.removed_blocks:
             lines.append(
                 "remove blocks: " + ", ".join(str(e["block"]) for e in self.removed_blocks)

@@ -13,7 +13,7 @@ from generation.adapters import BLOCK, get_adapter
 from generation.measurement.contrib import Contribution
 from generation.model_record import read_record
 from generation.planning import bk_sdm_plan, hpp_plan, koala_plan
-from generation.planning.hpp import WEIGHTINGS, exp_decay
+from generation.planning.hpp import WEIGHTINGS, HPPRule, exp_decay, paper_weight
 from generation.recipes.prune import prune_model
 from generation.store.fingerprints import model_fingerprint
 from generation.store.loading import load_pipeline, load_transformer
@@ -52,50 +52,65 @@ def contribution(
 # ----- plans --------------------------------------------------------------------------
 
 
-def test_of_two_blocks_with_equal_drop_the_later_one_goes_first() -> None:
+TOY_DROPS = {0: 10.0, 1: 0.1, 2: 0.1, 3: 0.2, 4: 0.5, 5: 0.3, 6: 5.0, 7: 1.0}
+
+
+def toy_contribution(adapter) -> Contribution:
+    """Blocks 0 and 6 critical (drop >= 0.25 x 10); cheap parts: ff_context < attn < ff."""
+    parts = {"ff_context": 0.01, "attn": 0.02, "ff": 0.05}
+    return contribution(adapter, TOY_DROPS.__getitem__, lambda i, c: parts.get(c, 0.9))
+
+
+def test_hpp_keeps_critical_head_and_tail_blocks_and_cuts_late_blocks_first() -> None:
     adapter = sd35_adapter()
     total = adapter.total_params()
-    equal = contribution(adapter, lambda i: 0.3)
-    plan = hpp_plan(adapter, equal, 0.85, original_parameters=total)
-    assert plan.block_indices() == [6]  # block 7 (context_pre_only) must stay last
-    # a bigger cut takes the next-latest block: 6 before 5 before 4 ...
-    plan = hpp_plan(adapter, equal, 0.7, original_parameters=total)
-    assert [e["block"] for e in plan.removed_blocks] == [6, 5]
-    assert exp_decay(5, 8) < exp_decay(4, 8) and exp_decay(0, 8) == 1.0
-    # with the prior switched off, equal drops tie; the tie still goes to the later block
-    plan = hpp_plan(adapter, equal, 0.85, original_parameters=total, weighting="none")
-    assert plan.block_indices() == [6]
+    plan = hpp_plan(adapter, toy_contribution(adapter), 0.85, original_parameters=total)
+    # head = blocks 0-3 (first half), critical = 0 and 6, tail = 7 (after the last critical):
+    # the candidates are 4 and 5, lower |drop| x exp((i-8)/8) first
+    assert [e["block"] for e in plan.removed_blocks] == [5, 4]
+    assert plan.details["critical_blocks"] == [0, 6]
+    assert not plan.removed_subcomponents and plan.parameters_after <= 0.85 * total
+    assert all(e["stage"] == "blocks" for e in plan.removed_blocks)
 
 
-def test_measured_drop_outweighs_position() -> None:
-    adapter = sd35_adapter()
-    contrib = contribution(adapter, lambda i: 0.01 if i == 1 else 0.5)
-    plan = hpp_plan(adapter, contrib, 0.85, original_parameters=adapter.total_params())
-    assert plan.block_indices() == [1]
-
-
-def test_hpp_removes_whole_blocks_first_then_subcomponents_until_the_budget() -> None:
+def test_beyond_the_block_floor_subcomponents_go_in_the_middle_without_attention() -> None:
     adapter = sd35_adapter()
     total = adapter.total_params()
-    contrib = contribution(
-        adapter, lambda i: 0.3, lambda i, c: {"ff_context": 0.01, "ff": 0.05}.get(c, 0.9)
-    )
-    budget = 0.72
-    plan = hpp_plan(adapter, contrib, budget, original_parameters=total)
-    assert plan.parameters_after <= budget * total
-    blocks = plan.block_indices()
-    assert blocks == [5, 6]
-    # one more block would have overshot the budget; subcomponents filled the rest
-    assert (
-        plan.parameters_before - plan.removed_parameters + adapter.block_params(4) > budget * total
-    )
-    assert plan.removed_parameters - sum(
-        e["parameters"] for e in plan.removed_subcomponents
-    ) == sum(adapter.block_params(i) for i in blocks)
-    components = plan.component_parts()
-    assert components and all(c == "ff_context" for _, c in components)
-    assert components[0][0] == max(i for i in range(7) if i not in blocks)  # later first
-    assert not any(i in blocks for i, _ in components)
+    plan = hpp_plan(adapter, toy_contribution(adapter), 0.65, original_parameters=total)
+    assert plan.block_indices() == [4, 5]  # whole blocks only down to the moderate level
+    staged = [(e["block"], e["component"], e["stage"]) for e in plan.removed_subcomponents]
+    # the region is 8/3 <= i < 4, i.e. block 3: its parts by drop, attn excluded
+    assert staged[:4] == [
+        (3, "ff_context", "subcomponents"),
+        (3, "ff", "subcomponents"),
+        (3, "norm1", "subcomponents"),
+        (3, "norm1_context", "subcomponents"),
+    ]
+    # not enough there: the fallback takes the rest from the non-critical blocks after the
+    # first third (block 7 here; 6 is critical), still never attention
+    assert staged[4:] and all(stage == "fallback-subcomponents" for _, _, stage in staged[4:])
+    assert all(i == 7 and c != "attn" for i, c, _ in staged[4:])
+    assert plan.parameters_after <= 0.65 * total
+    with pytest.raises(UserError, match=r"cannot reach the budget 0\.55"):
+        hpp_plan(adapter, toy_contribution(adapter), 0.55, original_parameters=total)
+
+
+def test_hpp_rule_options_and_weightings() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    contrib = toy_contribution(adapter)
+    region = HPPRule(sub_blocks=(1, 2), exclude=())
+    plan = hpp_plan(adapter, contrib, 0.75, original_parameters=total, rule=region)
+    assert {i for i, _ in plan.component_parts()} <= {1, 2}
+    assert plan.component_parts()[0][1] == "ff_context"
+    assert exp_decay(5, 8) < exp_decay(4, 8) and paper_weight(5, 8) > paper_weight(4, 8)
+    assert set(WEIGHTINGS) == {"paper", "exp-decay", "none"}
+    with pytest.raises(UserError, match="measured with 'zero' ablation"):
+        hpp_plan(adapter, Contribution(**{**contrib.__dict__, "ablation": "zero"}), 0.8,
+                 original_parameters=total)  # fmt: skip
+    for bad in (dict(critical_fraction=2), dict(layout_fraction=0.6), dict(weighting="x")):
+        with pytest.raises(UserError):
+            HPPRule(**bad)
 
 
 def test_baselines_meet_the_same_budget() -> None:
@@ -123,7 +138,6 @@ def test_removal_specs() -> None:
     for bad in ("4-2", "x", "", "1:", "1-2-3"):
         with pytest.raises(UserError):
             parse_removal(bad)
-    assert set(WEIGHTINGS) == {"exp-decay", "none"}
 
 
 def test_plan_bad_input() -> None:
