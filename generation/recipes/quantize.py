@@ -25,6 +25,7 @@ class QuantizeResult:
     path: Path
     scheme: str
     compute_dtype: str
+    double_quant: bool
     layers: int
     bytes_before: int  # weight bytes of the transformer before, in the compute dtype
     bytes_after: int  # weight bytes (with quantisation state) of the quantised transformer
@@ -37,6 +38,7 @@ def quantize_model(
     scheme: str,
     dtype: str | torch.dtype | None = None,
     device: str | torch.device = "cpu",
+    double_quant: bool = True,
     overwrite: bool = False,
 ) -> QuantizeResult:
     """Quantise the transformer of ``model`` and write a complete model directory to ``out``.
@@ -66,7 +68,9 @@ def quantize_model(
         record = record_for_transformer(transformer)
     dtype = dtype or next(transformer.parameters()).dtype
     bytes_before = expected_bytes(transformer, None, dtype).weights
-    spec = quantize_transformer(transformer, scheme, dtype=dtype, device=device)
+    spec = quantize_transformer(
+        transformer, scheme, dtype=dtype, device=device, double_quant=double_quant
+    )
     bytes_after = stored_bytes(transformer).weights
     record = replace(
         record, quantization=spec.to_dict(), parent_fingerprint=model_fingerprint(source)
@@ -74,6 +78,7 @@ def quantize_model(
         "quantize",
         scheme=scheme,
         compute_dtype=spec.compute_dtype,
+        double_quant=spec.double_quant,
         layers=len(spec.modules),
         bitsandbytes=spec.bitsandbytes_version,
         weights_bytes_before=bytes_before,
@@ -90,6 +95,7 @@ def quantize_model(
         path=out,
         scheme=scheme,
         compute_dtype=spec.compute_dtype,
+        double_quant=spec.double_quant,
         layers=len(spec.modules),
         bytes_before=bytes_before,
         bytes_after=bytes_after,

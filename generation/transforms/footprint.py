@@ -77,8 +77,13 @@ def stored_bytes(model: nn.Module, state: Mapping[str, torch.Tensor] | None = No
 
 
 def expected_bytes(
-    model: nn.Module, scheme: str | None = None, dtype: torch.dtype = torch.bfloat16
+    model: nn.Module,
+    scheme: str | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    double_quant: bool = True,
 ) -> StoredBytes:
     """Bytes ``model`` (unquantised, possibly on the meta device) would store in ``dtype``,
-    after quantisation with ``scheme`` when one is given."""
-    return stored_bytes(model, quantization.expected_state(model, scheme, dtype))
+    after quantisation with ``scheme`` (4-bit: double-quantised unless told otherwise)."""
+    state = quantization.expected_state(model, scheme, dtype, double_quant=double_quant)
+    return stored_bytes(model, state)

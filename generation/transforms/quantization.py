@@ -4,6 +4,12 @@ HierarchicalPrune's last stage turns every ``nn.Linear`` of the transformer into
 ``bnb.nn.Linear4bit(quant_type="nf4")`` (or ``"fp4"``), or ``bnb.nn.Linear8bitLt``
 for ``int8``; activations stay in the pipeline's dtype (the compute dtype).
 
+4-bit layers use double quantisation by default, as the reference keeps bitsandbytes'
+default (``compress_statistics=True``, QLoRA): the float32 ``absmax`` of every block of 64
+weights is itself quantised to 8 bits in blocks of 256, with one float32 scale per block
+of 256 and one float32 offset per layer. That is 0.5 + 1/64 + 4/16384 = 0.5159 bytes per
+weight instead of 0.5 + 4/64 = 0.5625 without it (``double_quant=False``).
+
 Why the layers are replaced here rather than through diffusers' ``BitsAndBytesConfig``:
 diffusers' quantiser refuses to run without a GPU ("No GPU found. A GPU is needed for
 quantization."), although bitsandbytes 0.50 quantises and runs 4-bit and 8-bit layers
@@ -57,6 +63,7 @@ class QuantizationSpec:
     compute_dtype: str  # "bfloat16", "float16", "float32"
     modules: tuple[str, ...]  # qualified names of the quantised nn.Linear layers
     blocksize: int = BLOCKSIZE_4BIT
+    double_quant: bool = True  # 4-bit: absmax quantised to 8 bits (bitsandbytes' default)
     int8_threshold: float = INT8_THRESHOLD
     bitsandbytes_version: str = dataclasses.field(default_factory=lambda: _bnb_version())
 
@@ -69,9 +76,11 @@ class QuantizationSpec:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "model record") -> QuantizationSpec:
-        """The spec stored in a model record, validated (UserError when it is unusable)."""
+        """The spec stored in a model record, validated (UserError when it is unusable).
+
+        A record written before hprune recorded ``double_quant`` was quantised without it."""
         try:
-            spec = cls(**{**data, "modules": tuple(data["modules"])})
+            spec = cls(**{"double_quant": False, **data, "modules": tuple(data["modules"])})
             check_scheme(spec.scheme)
             spec.torch_dtype  # noqa: B018 -- validates the dtype name
         except (TypeError, KeyError) as exc:
@@ -145,15 +154,19 @@ def _empty_quantized_layer(
         out_features,
         bias=bias,
         compute_dtype=spec.torch_dtype,
-        compress_statistics=False,  # no double quantisation: absmax stays float32
+        compress_statistics=spec.double_quant,
         quant_type=spec.scheme,
         device="meta",
     )
     # bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first
     # inference call. That kernel computes in bf16 and asserts these divisibilities, so we
     # allow it only where it is exact and safe; elsewhere the generic dequantise+matmul runs.
+    # With double quantisation the repacking dequantises the 8-bit scales to bf16 and its
+    # inverse quantises them again, so a model saved after an inference call would not
+    # reload to the same layer: the kernel stays off.
     layer.support_avx512bf16_for_cpu = bool(
         layer.support_avx512bf16_for_cpu
+        and not spec.double_quant
         and spec.torch_dtype == torch.bfloat16
         and out_features % _CPU_PACK_ROWS == 0
         and in_features % spec.blocksize == 0
@@ -178,7 +191,7 @@ def _quantize_linear(linear: nn.Linear, spec: QuantizationSpec, device: torch.de
             weight,
             requires_grad=False,
             blocksize=spec.blocksize,
-            compress_statistics=False,
+            compress_statistics=spec.double_quant,
             quant_type=spec.scheme,
             module=layer,
         )
@@ -193,10 +206,12 @@ def quantize_transformer(
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    double_quant: bool = True,
     progress: bool = True,
 ) -> QuantizationSpec:
     """Replace every ``nn.Linear`` of ``model`` in place by a bitsandbytes layer.
 
+    ``double_quant``: 4-bit schemes quantise their block scales too (the reference's setting).
     ``dtype`` is the compute dtype (the pipeline's dtype; default: the model's floating
     dtype); the parameters that stay unquantised (norms, embeddings, biases) are cast to
     it as well. Layers are quantised one at a time on ``device`` (default: where the
@@ -213,7 +228,12 @@ def quantize_transformer(
     # nn.Module.to: diffusers' ModelMixin.to warns on every dtype cast of a model it did not load
     nn.Module.to(model, device=device, dtype=dtype)
     names = [name for name, _ in quantizable_linears(model)]
-    spec = QuantizationSpec(scheme=scheme, compute_dtype=dtype_name(dtype), modules=tuple(names))
+    spec = QuantizationSpec(
+        scheme=scheme,
+        compute_dtype=dtype_name(dtype),
+        modules=tuple(names),
+        double_quant=bool(double_quant) and scheme != "int8",
+    )
     # one layer at a time, holding no reference to the replaced layers: their weights are
     # freed as we go, so the peak is the model plus one layer
     for name in tqdm(
@@ -349,16 +369,33 @@ def _has_submodule(model: nn.Module, name: str) -> bool:
 # --- what a quantised model stores, without quantising -----------------------------------
 
 
+#: Block size of the second quantisation (of the 4-bit scales), bitsandbytes' fixed value.
+NESTED_BLOCKSIZE = 256
+#: The offset a double-quantised layer stores is the mean of its block scales; only the
+#: length of its decimal form enters the stored bytes (bitsandbytes writes it into the
+#: packed JSON description of the state). Without the weights we assume a value of this
+#: form (20 characters): a real layer's is up to ~10 bytes shorter (bf16 weights give offsets
+#: with short decimal forms), a few KB over a full-size model of several GB.
+TYPICAL_OFFSET = 0.012299999594688416
+
+
 def quantized_linear_state(
-    linear: nn.Linear, scheme: str, dtype: torch.dtype = torch.bfloat16
+    linear: nn.Linear,
+    scheme: str,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    double_quant: bool = True,
+    offset: float = TYPICAL_OFFSET,
 ) -> dict[str, torch.Tensor]:
     """Meta tensors with the names, shapes and dtypes a quantised ``linear`` stores.
 
-    nf4/fp4 (bitsandbytes ``Linear4bit``, QLoRA blockwise quantisation without double
-    quantisation): the 4-bit codes packed two per byte, one float32 ``absmax`` scale per
-    block of 64 weights, the 16-entry float32 code book, bitsandbytes' packed description
-    of the state, and the bias in ``dtype``. int8 (``Linear8bitLt``, LLM.int8()): int8
-    weights, one float32 scale per output row (``SCB``), a format byte, the bias.
+    nf4/fp4 (bitsandbytes ``Linear4bit``, QLoRA blockwise quantisation): the 4-bit codes
+    packed two per byte, one ``absmax`` scale per block of 64 weights (float32; with double
+    quantisation uint8, plus one float32 scale per 256 of them and their 256-entry code
+    book), the 16-entry float32 code book, bitsandbytes' packed JSON description of the
+    state (``offset`` is the double-quantisation offset it contains), and the bias in
+    ``dtype``. int8 (``Linear8bitLt``, LLM.int8()): int8 weights, one float32 scale per
+    output row (``SCB``), a format byte, the bias.
     Works on meta-device layers, so full-size models are counted without memory.
     """
     from bitsandbytes.functional import QuantState
@@ -377,13 +414,26 @@ def quantized_linear_state(
         }
     else:
         numel = n_out * n_in
+        blocks = math.ceil(numel / BLOCKSIZE_4BIT)
+        nested = {}
+        if double_quant:
+            nested = dict(
+                offset=torch.tensor(offset, dtype=torch.float32),
+                state2=QuantState(
+                    absmax=empty((math.ceil(blocks / NESTED_BLOCKSIZE),), torch.float32),
+                    code=empty((NESTED_BLOCKSIZE,), torch.float32),
+                    blocksize=NESTED_BLOCKSIZE,
+                    dtype=torch.float32,
+                ),
+            )
         quant_state = QuantState(
-            absmax=empty((math.ceil(numel / BLOCKSIZE_4BIT),), torch.float32),
+            absmax=empty((blocks,), torch.uint8 if double_quant else torch.float32),
             shape=torch.Size((n_out, n_in)),
             code=empty((16,), torch.float32),
             blocksize=BLOCKSIZE_4BIT,
             quant_type=scheme,
             dtype=dtype,
+            **nested,
         )
         state = {"weight": empty(((numel + 1) // 2, 1), torch.uint8)}
         state |= {f"weight.{k}": v for k, v in quant_state.as_dict(packed=True).items()}
@@ -393,15 +443,23 @@ def quantized_linear_state(
 
 
 def expected_state(
-    model: nn.Module, scheme: str | None, dtype: torch.dtype = torch.bfloat16
+    model: nn.Module,
+    scheme: str | None,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    double_quant: bool = True,
+    offsets: dict[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Meta tensors for everything ``model`` would store after :func:`quantize_transformer`
     with ``scheme`` at compute dtype ``dtype`` (``scheme=None``: stored unquantised in ``dtype``).
 
     ``model`` is unquantised and may live on the meta device: this is how the byte figures
-    of full-size models are computed without their weights.
+    of full-size models are computed without their weights. ``offsets`` (layer name ->
+    double-quantisation offset) makes the packed descriptions exact where the values are
+    known; others assume :data:`TYPICAL_OFFSET`.
     """
     quantized = dict(quantizable_linears(model)) if scheme else {}
+    double_quant = double_quant and scheme != "int8"
     state: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict(keep_vars=False).items():
         owner, _, attr = key.rpartition(".")
@@ -410,6 +468,24 @@ def expected_state(
         tensor_dtype = dtype if tensor.is_floating_point() else tensor.dtype
         state[key] = torch.empty(tensor.shape, dtype=tensor_dtype, device="meta")
     for name, linear in quantized.items():
-        for attr, tensor in quantized_linear_state(linear, scheme, dtype).items():
+        layer = quantized_linear_state(
+            linear,
+            scheme,
+            dtype,
+            double_quant=double_quant,
+            offset=(offsets or {}).get(name, TYPICAL_OFFSET),
+        )
+        for attr, tensor in layer.items():
             state[f"{name}.{attr}" if name else attr] = tensor
     return state
+
+
+def double_quant_offsets(model: nn.Module) -> dict[str, float]:
+    """Layer name -> the double-quantisation offset of each such layer of a quantised model."""
+    import bitsandbytes as bnb
+
+    return {
+        name: float(module.weight.quant_state.offset.item())
+        for name, module in model.named_modules()
+        if isinstance(module, bnb.nn.Linear4bit) and module.weight.quant_state.nested
+    }

@@ -34,6 +34,13 @@ from hprune.commands.options import overwrite_option, scheme_option
     "--arch-config only: quantise the random-weight transformer (meta: count its bytes)."
 )
 @click.option(
+    "--double-quant/--no-double-quant",
+    default=True,
+    show_default=True,
+    help="--arch-config with a 4-bit --scheme: quantise the block scales too (bitsandbytes' "
+    "default, as the paper's reference keeps it).",
+)
+@click.option(
     "--remove",
     default=None,
     metavar="BLOCKS",
@@ -60,7 +67,8 @@ from hprune.commands.options import overwrite_option, scheme_option
     "--text-tokens",
     type=int,
     default=None,
-    help="--arch-config: text sequence length [SD3: 333 (77 CLIP + 256 T5); FLUX: 512].",
+    help="--arch-config: text sequence length [SD3: 333 (77 CLIP + 256 T5); FLUX.1-dev: 512; "
+    "FLUX.1-schnell (no guidance embedding): 256].",
 )
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed runs first.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs (median).")
@@ -72,6 +80,7 @@ def profile(
     device,
     dtype,
     scheme,
+    double_quant,
     remove,
     steps,
     height,
@@ -96,6 +105,7 @@ def profile(
         device=device,
         dtype=dtype,
         scheme=scheme,
+        double_quant=double_quant,
         remove=remove,
         steps=steps,
         height=height,

@@ -26,6 +26,13 @@ from hprune.commands.options import overwrite_option, scheme_option
     "default: the dtype the transformer is stored in.",
 )
 @click.option(
+    "--double-quant/--no-double-quant",
+    default=True,
+    show_default=True,
+    help="nf4/fp4: quantise the per-block scales to 8 bits too (QLoRA's double quantisation, "
+    "bitsandbytes' default and the paper's reference): ~0.516 instead of 0.5625 bytes per weight.",
+)
+@click.option(
     "--device",
     default="cpu",
     show_default=True,
@@ -33,7 +40,13 @@ from hprune.commands.options import overwrite_option, scheme_option
 )
 @overwrite_option
 def quantize(
-    model: str, scheme: str, out: str, dtype: str | None, device: str, overwrite: bool
+    model: str,
+    scheme: str,
+    out: str,
+    dtype: str | None,
+    double_quant: bool,
+    device: str,
+    overwrite: bool,
 ) -> None:
     """Quantise every nn.Linear of the transformer with bitsandbytes and save the model.
 
@@ -44,10 +57,17 @@ def quantize(
     from generation.recipes.quantize import quantize_model
 
     result = quantize_model(
-        model, out, scheme=scheme, dtype=dtype, device=device, overwrite=overwrite
+        model,
+        out,
+        scheme=scheme,
+        dtype=dtype,
+        device=device,
+        double_quant=double_quant,
+        overwrite=overwrite,
     )
+    double = ", double quantisation" if result.double_quant else ""
     click.echo(
-        f"wrote {result.path}: {result.layers} linear layers to {result.scheme} "
+        f"wrote {result.path}: {result.layers} linear layers to {result.scheme}{double} "
         f"(compute {result.compute_dtype}); transformer weights "
         f"{result.bytes_before / 1e6:,.1f} MB -> {result.bytes_after / 1e6:,.1f} MB "
         f"({result.bytes_after / result.bytes_before:.1%})"

@@ -133,7 +133,8 @@ def test_saved_model_reloads_to_the_same_output_and_renders(toy_model_dir, quant
     pipe.transformer = in_memory
     np.testing.assert_array_equal(render(pipe), image)
     record = read_record(directory)
-    assert record.quantization["scheme"] == "nf4"
+    assert record.quantization["scheme"] == "nf4" and record.quantization["double_quant"]
+    assert all(s.nested for s in quant_states(reloaded))
     assert record.history[-1]["stage"] == "quantize"
 
 
@@ -148,8 +149,8 @@ def test_int8_and_fp4_round_trip(toy_model_dir, quantized_dirs):
 
 
 def test_pruned_model_quantises_and_reloads(toy_model_dir, tmp_path):
-    """prune -> quantize: the recorded subcomponent removal is rebuilt before the weights
-    load (a FLUX single block without attention and MLP keeps a bias-only proj_out)."""
+    """prune -> quantize: the pruned class rebuilds the subcomponent removal before the
+    weights load (a FLUX single block without attention and MLP has no proj_out left)."""
     pruned, quantized = tmp_path / "pruned", tmp_path / "quantized"
     spec = "1,2:ff,6:attn,6:mlp,7:norm"
     result = hprune("prune", "--model", toy_model_dir("flux"), "--remove", spec, "--out", pruned)
@@ -175,16 +176,69 @@ def test_other_components_are_linked_not_rewritten(toy_model_dir, quantized_dirs
     assert (directory / "model_index.json").is_file()
 
 
-def test_stored_layout_matches_the_meta_device_prediction(toy_model_dir):
-    """What expected_state() predicts (used for full-size byte counts) is what bnb stores."""
+def layout(state):
+    return {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_stored_layout_matches_the_meta_device_prediction(toy_model_dir, double_quant):
+    """What expected_state() predicts (used for full-size byte counts) is what bnb stores, key
+    by key, including a layer whose size is no multiple of the 64-weight block (33 x 7).
+
+    A double-quantised layer writes its offset into a packed JSON description, so the
+    prediction is exact given the real offsets; with the assumed one, each description is
+    within 20 bytes (the decimal form of one number; bf16 weights give shorter ones) and
+    everything else is exact.
+    """
     for dtype in (torch.float32, torch.bfloat16):
         for scheme in quantization.SCHEMES:
             model = load_transformer(toy_model_dir("flux"), dtype=dtype)
-            predicted = quantization.expected_state(model, scheme, dtype)
-            quantization.quantize_transformer(model, scheme, progress=False)
-            stored = quantization.quantized_state_dict(model)
-            layout = {k: (tuple(v.shape), v.dtype) for k, v in stored.items()}
-            assert layout == {k: (tuple(v.shape), v.dtype) for k, v in predicted.items()}
+            model.odd = torch.nn.Linear(33, 7).to(dtype)  # stored and quantised like the rest
+            unquantized = copy.deepcopy(model)
+            typical = quantization.expected_state(model, scheme, dtype, double_quant=double_quant)
+            quantization.quantize_transformer(
+                model, scheme, double_quant=double_quant, progress=False
+            )
+            stored = layout(quantization.quantized_state_dict(model))
+            offsets = quantization.double_quant_offsets(model)
+            assert bool(offsets) == (double_quant and scheme != "int8")
+            exact = quantization.expected_state(
+                unquantized, scheme, dtype, double_quant=double_quant, offsets=offsets
+            )
+            assert stored == layout(exact)
+            assert stored["odd.weight"] == ((116, 1), torch.uint8) if scheme != "int8" else True
+            assert stored.keys() == typical.keys()
+            for key, (shape, tensor_dtype) in layout(typical).items():
+                assert tensor_dtype == stored[key][1]
+                if key.endswith(("bitsandbytes__nf4", "bitsandbytes__fp4")) and double_quant:
+                    assert abs(shape[0] - stored[key][0][0]) <= 20, key
+                else:
+                    assert shape == stored[key][0], key
+
+
+def test_double_quantisation_is_the_default_and_its_bytes_per_weight(toy_model_dir, tmp_path):
+    """~0.516 bytes per weight with double quantisation, 0.5625 without (blocks of 64)."""
+    with torch.device("meta"):
+        layer = torch.nn.Linear(2432, 9728, bias=False)  # an SD3.5-Large feed-forward layer
+    per_weight = {
+        double_quant: tensor_bytes(
+            quantization.quantized_linear_state(layer, "nf4", double_quant=double_quant)
+        )
+        / layer.weight.numel()
+        for double_quant in (True, False)
+    }
+    assert per_weight[True] == pytest.approx(0.5 + 1 / 64 + 4 / 64 / 256, abs=1e-4)
+    assert per_weight[False] == pytest.approx(0.5 + 4 / 64, abs=1e-4)
+    result = hprune("quantize", "--model", toy_model_dir("sd3"), "--scheme", "nf4",
+                    "--no-double-quant", "--out", tmp_path / "plain")  # fmt: skip
+    assert result.exit_code == 0 and "double quantisation" not in result.output
+    assert read_record(tmp_path / "plain").quantization["double_quant"] is False
+    reloaded = load_transformer(tmp_path / "plain")
+    assert not reloaded.hprune_quantization.double_quant
+    assert not any(s.nested for s in quant_states(reloaded))
+    spec = {**read_record(tmp_path / "plain").quantization}
+    spec.pop("double_quant")  # a record from before the flag existed
+    assert quantization.QuantizationSpec.from_dict(spec).double_quant is False
 
 
 def wide_transformer(dtype):
@@ -222,19 +276,21 @@ def quant_states(model):
     return [m.weight.quant_state for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
 
 
-def test_cpu_kernel_layout_survives_saving(tmp_path):
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_cpu_kernel_layout_survives_saving(tmp_path, double_quant):
     """bitsandbytes repacks bf16 4-bit weights for its AVX512-BF16 CPU kernel on the first
     call; its own state_dict() then leaves the scales transposed, which corrupts both the
-    saved file and the in-memory layer. quantized_state_dict() must give the exact state."""
+    saved file and the in-memory layer. quantized_state_dict() must give the exact state.
+    With double quantisation the kernel stays off (its repacking re-quantises the scales)."""
     from generation.adapters import record_for_transformer
 
     model = wide_transformer(torch.bfloat16)
     record = record_for_transformer(model)
-    quantization.quantize_transformer(model, "nf4", progress=False)
+    quantization.quantize_transformer(model, "nf4", double_quant=double_quant, progress=False)
     inputs = denoising_inputs(model, size=16)
     first = run(model, inputs)  # repacks where the CPU has the kernel
-    if has_avx512bf16():
-        assert any(getattr(s, "packing_format_for_cpu", False) for s in quant_states(model))
+    packed = any(getattr(s, "packing_format_for_cpu", False) for s in quant_states(model))
+    assert packed == (has_avx512bf16() and not double_quant)
     quantized.save_quantized_transformer(model, tmp_path)
     assert torch.equal(run(model, inputs), first)  # saving did not change the layer
     record.quantization = model.hprune_quantization.to_dict()
@@ -340,4 +396,8 @@ def test_profile_of_a_quantised_model(toy_model_dir, quantized_dirs, tmp_path):
     original = load_transformer(toy_model_dir("flux"))
     assert report["quantization"] == "nf4"
     assert report["parameters"] == parameter_count(original)
-    assert report["weights_bytes"] < stored_bytes(original).weights / 4
+    assert report["double_quant"] is True
+    assert report["weights_bytes"] == stored_bytes(load_transformer(quantized_dirs("flux"))).weights
+    # toy layers are small: each carries its fixed quantisation state (1 KB of nested code
+    # book with double quantisation), so NF4 is ~27% of fp32 here, not the ~13% of full size
+    assert report["weights_bytes"] < stored_bytes(original).weights / 3

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from generation.adapters import get_adapter
+from generation.adapters import adapter_class, get_adapter
 from generation.devices import resolve_device, resolve_dtype
 from generation.measurement.profiling.profiles import (
     RunSettings,
@@ -38,8 +38,17 @@ from hprune.fileio import atomic_write_text
 PROFILE_FORMAT = 1
 
 #: Text tokens a pipeline feeds the transformer at full size: SD3 = 77 CLIP + 256 T5
-#: (max_sequence_length default), FLUX = 512 T5 tokens (FLUX.1-dev's default).
-DEFAULT_TEXT_TOKENS = {"SD3Transformer2DModel": 333, "FluxTransformer2DModel": 512}
+#: (max_sequence_length default; the paper's profiler's 333); FLUX.1-dev 512 T5 tokens, and
+#: FLUX.1-schnell 256, the most its pipeline allows (schnell has no guidance embedding).
+SD3_TEXT_TOKENS = 333
+FLUX_TEXT_TOKENS = {"dev": 512, "schnell": 256}
+
+
+def default_text_tokens(config: Mapping[str, Any]) -> int:
+    """The text length a pipeline feeds the transformer ``config`` describes, by default."""
+    if adapter_class(config["_class_name"]).family == "sd3":
+        return SD3_TEXT_TOKENS
+    return FLUX_TEXT_TOKENS["dev" if config.get("guidance_embeds") else "schnell"]
 
 
 def _check_counts(**values: int | None) -> None:
@@ -68,7 +77,18 @@ def _profile_model(model, *, device, dtype, settings: RunSettings) -> dict[str, 
 
 
 def _profile_arch_config(
-    path, *, device, dtype, scheme, remove, steps, latent_size, text_tokens, warmup, repeats
+    path,
+    *,
+    device,
+    dtype,
+    scheme,
+    double_quant,
+    remove,
+    steps,
+    latent_size,
+    text_tokens,
+    warmup,
+    repeats,
 ) -> dict[str, Any]:
     config = read_arch_config(path)
     dtype = resolve_dtype(dtype) or torch.bfloat16
@@ -81,15 +101,18 @@ def _profile_arch_config(
     original_parameters = parameter_count(model)
     removed = _remove(model, remove) if remove else {"blocks": [], "subcomponents": []}
     if meta:
-        report = {**count_model(model, dtype=dtype, scheme=scheme), "device": "meta"}
+        count = count_model(model, dtype=dtype, scheme=scheme, double_quant=double_quant)
+        report = {**count, "device": "meta"}
     else:
         if scheme is not None:
-            quantization.quantize_transformer(model, scheme, dtype=dtype, device=device)
+            quantization.quantize_transformer(
+                model, scheme, dtype=dtype, device=device, double_quant=double_quant
+            )
         report = profile_transformer(
             model,
             device=device,
             latent_size=latent_size,
-            text_tokens=text_tokens or DEFAULT_TEXT_TOKENS[config["_class_name"]],
+            text_tokens=text_tokens or default_text_tokens(config),
             steps=steps or 4,
             warmup=warmup,
             repeats=repeats,
@@ -121,6 +144,7 @@ def run_profile(
     device: str | None = None,
     dtype: str | None = None,
     scheme: str | None = None,
+    double_quant: bool = True,
     remove: str | None = None,
     steps: int | None = None,
     height: int = 64,
@@ -172,6 +196,7 @@ def run_profile(
             device=device,
             dtype=dtype,
             scheme=scheme,
+            double_quant=double_quant,
             remove=remove,
             steps=steps,
             latent_size=latent_size,
@@ -187,14 +212,23 @@ def run_profile(
 def summary_line(report: Mapping[str, Any]) -> str:
     """One line for the terminal: what was measured, in human units."""
     scheme = report.get("quantization") or report.get("dtype")
+    if report.get("quantization") and report.get("double_quant"):
+        scheme += ", double quantisation"
+
+    def size(count: int) -> str:
+        return (
+            f"{count / 1e9:.3f} GB = {count / 2**30:.3f} GiB"
+            if count >= 1e8
+            else f"{count / 1e6:.2f} MB"
+        )
+
     parts = [
         f"{report['architecture']} ({scheme}, {report['device']})",
         f"{report['parameters'] / 1e9:.3f}B parameters"
         if report["parameters"] >= 1e8
         else f"{report['parameters']:,} parameters",
-        f"weights {report['weights_bytes'] / 1e9:.3f} GB"
-        if report["weights_bytes"] >= 1e8
-        else f"weights {report['weights_bytes'] / 1e6:.2f} MB",
+        f"weights {size(report['weights_bytes'])}",
+        f"stored {size(report['stored_bytes'])}",
     ]
     for name in ("step", "image"):
         if name in report:

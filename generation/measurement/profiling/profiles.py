@@ -93,6 +93,7 @@ def _model_summary(transformer: nn.Module, dtype: torch.dtype) -> dict[str, Any]
         "architecture": type(transformer).__name__,
         "dtype": quantization.dtype_name(dtype),
         "quantization": spec.scheme if spec else None,
+        "double_quant": spec.double_quant if spec else None,
         "parameters": parameter_count(transformer),
         "linear_parameter_fraction": linear_parameter_fraction(transformer),
     }
@@ -208,16 +209,22 @@ def _batch_size(inputs: Mapping[str, Any]) -> int:
 
 
 def count_model(
-    model: nn.Module, *, dtype: torch.dtype = torch.bfloat16, scheme: str | None = None
+    model: nn.Module,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    scheme: str | None = None,
+    double_quant: bool = True,
 ) -> dict[str, Any]:
     """Parameters and stored bytes of an unquantised (possibly meta) model, as is and quantised."""
+    double_quant = bool(scheme) and scheme != "int8" and double_quant
     summary = {
         "architecture": type(model).__name__,
         "dtype": quantization.dtype_name(dtype),
         "quantization": scheme,
+        "double_quant": double_quant if scheme else None,
         "parameters": parameter_count(model),
         "linear_parameter_fraction": linear_parameter_fraction(model),
-        **_bytes_fields(expected_bytes(model, scheme, dtype)),
+        **_bytes_fields(expected_bytes(model, scheme, dtype, double_quant=double_quant)),
         **_bytes_fields(expected_bytes(model, None, dtype), prefix="unquantized_"),
     }
     return summary
