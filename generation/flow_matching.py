@@ -12,6 +12,12 @@ arXiv 2403.03206)::
 and the network predicts the velocity ``dx_t/dσ = ε − x0``. Training samples σ from a
 logit-normal distribution, σ = sigmoid(u) with u ~ N(m, s²), which puts most of the
 weight on intermediate noise levels (the paper's best setting is m=0, s=1).
+
+SD3's training scripts (diffusers' ``train_dreambooth_sd3``, and HierarchicalPrune's
+reference distillation) draw u that way but use it as a position in the scheduler's own
+table of T noise levels, which is resolution-shifted (:func:`shift_sigmas`, SD3.x shift
+3.0): σ = table[⌊u·T⌋] (:func:`table_sigmas`). With shift s the median σ is then
+s/(1+s) = 0.75 for s = 3, not 0.5.
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ def sample_sigmas(
         raise ValueError(f"std must be > 0, got {std}")
     u = torch.randn(batch, generator=generator, dtype=torch.float32) * std + mean
     return torch.sigmoid(u)
+
+
+def table_sigmas(u: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """σ = table[⌊u·T⌋] for u in [0, 1): a scheduler's own table of T noise levels (noisiest
+    first, as diffusers' ``FlowMatchEulerDiscreteScheduler.sigmas``), indexed as SD3's training
+    scripts index it. u near 0 picks σ near 1; the map follows the table's shift."""
+    if table.ndim != 1 or table.numel() < 1:
+        raise ValueError("the noise-level table must be a non-empty 1-D tensor")
+    index = (u * table.numel()).long().clamp(0, table.numel() - 1)
+    return table.to(torch.float32)[index]
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:

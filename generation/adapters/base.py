@@ -138,6 +138,22 @@ class IdentityBlock(nn.Module):
         return encoder_hidden_states, hidden_states
 
 
+#: The parameter-free modules that stand in for removed parts (whole blocks aside).
+STAND_INS: tuple[type[nn.Module], ...] = (
+    ConstantOutput,
+    PassThroughAttention,
+    PassThroughFeedForward,
+    LeadingFeatures,
+    ZeroAttention,
+    ZeroFeedForward,
+)
+
+
+def is_stand_in(module: nn.Module) -> bool:
+    """True for a module that stands in for a removed subcomponent."""
+    return isinstance(module, STAND_INS)
+
+
 def check_ablation(name: str) -> str:
     if name not in ABLATIONS:
         raise UserError(f"unknown ablation semantics {name!r} (choose {', '.join(ABLATIONS)})")

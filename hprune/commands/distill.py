@@ -91,7 +91,22 @@ from hprune.commands.options import overwrite_option
     type=float,
     default=0.0,
     show_default=True,
-    help="Weight of the flow-matching term.",
+    help="Weight of the task term (flow matching in x0 space, as the reference).",
+)
+@click.option(
+    "--noise-levels",
+    type=click.Choice(["scheduler", "unshifted"]),
+    default="scheduler",
+    show_default=True,
+    help="scheduler: u ~ logit-normal picks sigma from the teacher scheduler's own (shifted: "
+    "SD3.x shift 3) table, as the reference does; unshifted: sigma = u.",
+)
+@click.option(
+    "--features",
+    default="blocks",
+    show_default=True,
+    help="What feature distillation matches, comma-separated: blocks (block outputs, both "
+    "streams), attn (joint-attention outputs, image and text), attn2 (SD3.5's second attention).",
 )
 @click.option(
     "--resolution",

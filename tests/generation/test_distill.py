@@ -106,6 +106,8 @@ def test_distilled_student_learns_keeps_frozen_prefix_and_reloads(world, referen
     assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
     assert all("feature_kd/5" in row and "feature_kd/7" in row for row in log["losses"])
     assert log["config"]["seed"] == 3 and log["frozen_blocks"] == [0, 1, 2]
+    assert log["noise_levels"] == "scheduler" and log["features"] == ["blocks"]
+    assert log["frozen_up_to_first_removed_part"] is None  # the first cut is a whole block
     assert log["shared_prefix_blocks"] == 3 and "git_commit" in log["runs"][0]
 
     before, after = weights(world["student"]), weights(reference)
@@ -219,23 +221,31 @@ def test_flux_distils_and_reloads(tmp_path, toy_model_dir) -> None:
 
     teacher = toy_model_dir("flux")  # 4 double + 8 single blocks
     student = tmp_path / "student"
-    hprune("prune", "--model", teacher, "--remove", "6-8", "--out", student)
+    hprune("prune", "--model", teacher, "--remove", "6-8,10:mlp", "--out", student)
     out = tmp_path / "out"
     result = hprune(
         "distill", "--teacher", teacher, "--student", student, "--data", make_data(tmp_path / "data", 4),
         "--out", out, "--no-cache", "--steps", "4", "--batch-size", "2", "--resolution", "32",
         "--max-sequence-length", "8", "--lr", "2e-3", "--log-every", "2", "--mixed-precision", "bf16",
+        "--features", "blocks,attn", "--lambda-task", "0.5", "--noise-levels", "unshifted",
     )  # fmt: skip
     assert "wrote the distilled model" in result.output
     log = json.loads((out / "distill_log.json").read_text())
     assert log["frozen_blocks"] == [0, 1, 2, 3, 4, 5] and log["shared_prefix_blocks"] == 6
-    assert log["mixed_precision"] == "bf16"
+    assert log["mixed_precision"] == "bf16" and log["noise_levels"] == "unshifted"
+    row = log["losses"][-1]
+    assert {"task_x0", "feature_kd/9", "feature_kd/9/attn", "feature_kd/10/attn"} <= set(row)
     before, after = weights(student), weights(out)
     assert all(
         torch.equal(before[k], after[k]) for k in before if k.startswith("transformer_blocks.")
     )
     assert not torch.equal(before["proj_out.weight"], after["proj_out.weight"])
-    assert DiffusionPipeline.from_pretrained(out).transformer.config.num_single_layers == 5
+    from generation.transforms import pruned_classes  # names the class of the saved transformer
+
+    reloaded = DiffusionPipeline.from_pretrained(out).transformer
+    assert type(reloaded) is pruned_classes.PrunedFluxTransformer2DModel
+    assert reloaded.config.num_single_layers == 5
+    assert reloaded.config.removed_subcomponents == [[7, "mlp"]]
 
 
 # --- bad input: one line, exit 2, nothing written -------------------------------------------

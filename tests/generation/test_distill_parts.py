@@ -145,7 +145,8 @@ class _Block(nn.Module):
 def test_block_features_record_only_while_started() -> None:
     blocks = {3: _Block(), 7: _Block(last=True)}
     h, c = torch.randn(2, 5, 4), torch.randn(2, 3, 4)
-    with losses.BlockFeatures(blocks) as rec:
+    keys = {(3, "block"): blocks[3], (7, "block"): blocks[7], (3, "attn"): blocks[3].lin}
+    with losses.BlockFeatures(keys) as rec:
         blocks[3](h, c)
         assert rec.outputs == {}
         rec.start()
@@ -153,8 +154,9 @@ def test_block_features_record_only_while_started() -> None:
         blocks[7](h, c)
         got = rec.stop()
         blocks[3](h * 0, c)  # e.g. checkpoint re-computation: must not overwrite
-        assert set(got) == {3, 7} and got[7][0] is None
-        assert torch.equal(got[3][0], c * 2)
+        assert set(got) == {(3, "block"), (7, "block"), (3, "attn")} and got[7, "block"][0] is None
+        assert torch.equal(got[3, "block"][0], c * 2)
+        assert torch.equal(got[3, "attn"], got[3, "block"][1])  # a module's tensor output
     assert not blocks[3]._forward_hooks
 
 
@@ -164,26 +166,62 @@ def test_distillation_loss_terms() -> None:
     vs = vt + 1.0
     h = torch.randn(2, 5, 4, generator=g)
     c = torch.randn(2, 3, 4, generator=g)
-    teacher = {0: (c, h), 1: (c, h), 2: (None, h)}
-    student = {1: (c + 2, h + 1), 2: (None, h + 3)}
+    teacher = {(0, "block"): (c, h), (1, "block"): (c, h), (2, "block"): (None, h)}
+    teacher[1, "attn"] = (h, c)
+    student = {(1, "block"): (c + 2, h + 1), (2, "block"): (None, h + 3), (1, "attn"): (h, c + 1)}
     lam = losses.LossWeights(output=1.0, feature=0.5, task=0.0)
     total, terms = losses.distillation_loss(vs, vt, student, teacher, {1: 1.0, 2: 0.5}, lam)
-    # block 1: 1 + 4 = 5; block 2: 9 (no text stream); weighted 5 + 0.5*9 = 9.5
+    # block 1: 1 + 4 = 5, its attention 0 + 1 = 1; block 2: 9 (no text stream);
+    # weighted 5 + 1 + 0.5*9 = 10.5
     assert terms["output_kd"] == pytest.approx(1.0)
     assert terms["feature_kd/1"] == pytest.approx(5.0)
+    assert terms["feature_kd/1/attn"] == pytest.approx(1.0)
     assert terms["feature_kd/2"] == pytest.approx(9.0)
-    assert terms["feature_kd"] == pytest.approx(9.5)
-    assert total.item() == pytest.approx(1.0 + 0.5 * 9.5)
-    # blocks without a weight do not count; the task term needs x0 and noise
+    assert terms["feature_kd"] == pytest.approx(10.5)
+    assert total.item() == pytest.approx(1.0 + 0.5 * 10.5)
+    # blocks without a weight do not count; the task term needs x0, x_t and sigmas
     _, terms = losses.distillation_loss(vs, vt, student, teacher, {}, lam)
     assert "feature_kd" not in terms
-    x0, noise = torch.zeros_like(vt), vt.clone()
-    total, terms = losses.distillation_loss(
-        vs, vt, {}, teacher, {}, losses.LossWeights(1.0, 0.0, 2.0), x0=x0, noise=noise
-    )
-    assert terms["task_fm"] == pytest.approx(1.0) and total.item() == pytest.approx(3.0)
     with pytest.raises(ValueError):
         losses.distillation_loss(vs, vt, {}, teacher, {}, losses.LossWeights(task=1.0))
+
+
+def test_the_task_loss_is_in_x0_space_as_the_reference_computes_it() -> None:
+    """‖(x_t − σ·v_s) − x0‖² = σ² ‖v_s − (ε − x0)‖² per sample: noisy levels weigh more."""
+    from generation.flow_matching import noisy_latents
+
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    sigmas = torch.tensor([0.2, 0.9])
+    x_t = noisy_latents(x0, noise, sigmas)
+    v_s = (noise - x0) + torch.tensor([1.0, 2.0]).view(2, 1, 1, 1)  # errors 1 and 2
+    task = losses.task_loss(v_s, x_t, sigmas, x0)
+    assert task.item() == pytest.approx((0.2**2 * 1 + 0.9**2 * 4) / 2)
+    total, terms = losses.distillation_loss(
+        v_s, v_s, {}, {}, {}, losses.LossWeights(1.0, 0.0, 2.0), x0=x0, x_t=x_t, sigmas=sigmas
+    )
+    assert terms["task_x0"] == pytest.approx(task.item()) and total.item() == pytest.approx(
+        2 * task.item()
+    )
+
+
+def test_sigmas_come_from_the_schedulers_shifted_table() -> None:
+    """u ~ logit-normal(0, 1) indexes the scheduler's table: for shift s the median sigma is
+    s/(1+s) (0.75 at SD3.x's 3.0), against 0.5 for the unshifted draw."""
+    from generation.recipes.distill.sampling import draw_sigmas, noise_level_table
+
+    table = noise_level_table({"shift": 3.0})
+    assert table.shape == (1000,) and table[0] == 1.0 and table[500] == pytest.approx(0.75)
+    g = torch.Generator().manual_seed(0)
+    shifted = draw_sigmas(20_000, g, table=table)
+    unshifted = draw_sigmas(20_000, g, table=None)
+    assert shifted.median().item() == pytest.approx(3 / 4, abs=0.01)
+    assert unshifted.median().item() == pytest.approx(0.5, abs=0.01)
+    assert set(shifted.unique().tolist()) <= set(table.tolist())  # only the table's levels
+    # shift 1 (the mini teacher's, FLUX.1-schnell's) leaves the levels where u puts them
+    assert noise_level_table({"shift": 1.0})[500] == pytest.approx(0.5)
+    # FLUX.1-dev shifts at sampling time; its table at construction is unshifted
+    assert noise_level_table({"shift": 3.0, "use_dynamic_shifting": True})[500] == 0.5
 
 
 # --- weighting --------------------------------------------------------------------------------
@@ -237,15 +275,22 @@ def test_parse_freeze() -> None:
 
 
 def test_frozen_blocks_by_original_index() -> None:
-    from generation.recipes.distill.freeze import first_pruned_index, frozen_blocks, parse_freeze
+    from generation.recipes.distill.freeze import (
+        FreezePlan,
+        first_pruned_index,
+        frozen_blocks,
+        parse_freeze,
+    )
 
     kept = [0, 1, 2, 3, 6, 7]  # blocks 4 and 5 removed, a subcomponent of 3 removed
     k = first_pruned_index([4, 5], [3])
     assert k == 3 and first_pruned_index([], []) is None
-    assert frozen_blocks(parse_freeze("auto"), kept, k) == ({0, 1, 2}, True)
-    assert frozen_blocks(parse_freeze("5"), kept, k) == ({0, 1, 2, 3}, True)
-    assert frozen_blocks(parse_freeze("0,6"), kept, k) == ({0, 6}, True)
-    assert frozen_blocks(parse_freeze("none"), kept, k) == (set(), False)
+    # auto: 0-2 whole and block 3 up to its first removed part, as the reference
+    assert frozen_blocks(parse_freeze("auto"), kept, k) == FreezePlan(frozenset({0, 1, 2}), True, 3)
+    assert frozen_blocks(parse_freeze("auto"), kept, 4).partial is None  # a whole block first
+    assert frozen_blocks(parse_freeze("5"), kept, k) == FreezePlan(frozenset({0, 1, 2, 3}), True)
+    assert frozen_blocks(parse_freeze("0,6"), kept, k) == FreezePlan(frozenset({0, 6}), True)
+    assert frozen_blocks(parse_freeze("none"), kept, k) == FreezePlan(frozenset(), False)
     with pytest.raises(UserError, match=r"does not have \(it kept 0-3,6-7\)"):
         frozen_blocks(parse_freeze("4-5"), kept, k)
     with pytest.raises(UserError, match="nothing pruned"):
@@ -253,7 +298,7 @@ def test_frozen_blocks_by_original_index() -> None:
 
 
 def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
-    from generation.recipes.distill.freeze import apply_freeze
+    from generation.recipes.distill.freeze import FreezePlan, apply_freeze
 
     model = nn.Module()
     model.x_embedder = nn.Linear(2, 2)
@@ -265,7 +310,9 @@ def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
         1: model.transformer_blocks[1],
         5: model.transformer_blocks[2],
     }
-    summary = apply_freeze(model, blocks, ["transformer_blocks"], {0, 1}, True)
+    summary = apply_freeze(
+        model, blocks, ["transformer_blocks"], FreezePlan(frozenset({0, 1}), True)
+    )
     assert summary["frozen"] == [
         "x_embedder.weight", "x_embedder.bias",
         "transformer_blocks.0.weight", "transformer_blocks.0.bias",
@@ -275,7 +322,7 @@ def test_apply_freeze_splits_embedders_blocks_and_head() -> None:
         summary["frozen"]
     )
     assert not model.x_embedder.weight.requires_grad and model.proj_out.weight.requires_grad
-    summary = apply_freeze(model, blocks, ["transformer_blocks"], set(), False)
+    summary = apply_freeze(model, blocks, ["transformer_blocks"], FreezePlan(frozenset(), False))
     assert summary["frozen"] == []
 
 

@@ -33,6 +33,8 @@ class DistillConfig:
     max_sequence_length: int | None = None
     sigma_mean: float = 0.0
     sigma_std: float = 1.0
+    noise_levels: str = "scheduler"
+    features: str = "blocks"
     guidance: float = 3.5
     seed: int = 0
     mixed_precision: str = "auto"
@@ -64,6 +66,18 @@ class DistillConfig:
             raise UserError("--stop-after must be at least 1")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise UserError("--mixed-precision must be auto, no, bf16 or fp16")
+        if self.noise_levels not in ("scheduler", "unshifted"):
+            raise UserError("--noise-levels must be scheduler or unshifted")
+        unknown = set(self.feature_kinds) - {"blocks", "attn", "attn2"}
+        if unknown or not self.feature_kinds:
+            raise UserError(
+                f"--features {self.features!r}: give a comma list of blocks, attn and attn2"
+            )
+
+    @property
+    def feature_kinds(self) -> tuple[str, ...]:
+        """What feature distillation compares: block outputs, attention outputs, or both."""
+        return tuple(dict.fromkeys(k.strip() for k in self.features.split(",") if k.strip()))
 
     @property
     def checkpoints(self) -> Path:

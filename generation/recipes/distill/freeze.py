@@ -7,6 +7,13 @@ or a subcomponent). Those blocks compute exactly what they computed in the teach
 training them could only drift. The rest trains, including ``norm_out`` and ``proj_out``.
 For SD3.5-Large-Turbo pruned at 20% (blocks 25–28, 31–34 removed) K = 25.
 
+When block K itself is kept and only lost subcomponents, the reference freezes everything
+up to and including the first removed module in ``named_modules`` order: inside block K
+only the modules after its first removed part train (for the 30% cut, ff and ff_context of
+block 13 are removed, and nothing of block 13 trains). ``auto`` does the same: the
+modules of block K before its first stand-in (``generation.adapters.base.STAND_INS``)
+stay frozen.
+
 ``--freeze`` spells the choice:
 
 - ``auto``: K from the student's own model record (the default, the paper's rule);
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from generation.adapters.base import is_stand_in
 from hprune.errors import UserError
 
 HEAD_PREFIXES = ("norm_out.", "proj_out.")
@@ -75,43 +83,65 @@ def first_pruned_index(
     return min(touched) if touched else None
 
 
-def frozen_blocks(
-    spec: FreezeSpec, kept: Sequence[int], first_pruned: int | None
-) -> tuple[set[int], bool]:
-    """The original indices of the kept blocks to freeze, and whether the embedders freeze too."""
+@dataclass(frozen=True)
+class FreezePlan:
+    """Kept blocks frozen whole (original indices), the block frozen up to its first removed
+    part (``partial``; the reference's rule at a subcomponent cut), and the embedders."""
+
+    blocks: frozenset[int]
+    embedders: bool
+    partial: int | None = None
+
+
+def frozen_blocks(spec: FreezeSpec, kept: Sequence[int], first_pruned: int | None) -> FreezePlan:
+    """What ``spec`` freezes of a student that keeps original blocks ``kept``."""
     kept_set = set(kept)
     if spec.kind == "none":
-        return set(), False
+        return FreezePlan(frozenset(), False)
     if spec.kind == "auto":
         if first_pruned is None:
             raise UserError(
                 "the student's record shows nothing pruned, so --freeze auto has no first pruned "
                 "position; pass --freeze K, a block list, or none"
             )
-        return {i for i in kept_set if i < first_pruned}, True
+        partial = first_pruned if first_pruned in kept_set else None
+        return FreezePlan(frozenset(i for i in kept_set if i < first_pruned), True, partial)
     if spec.kind == "prefix":
-        return {i for i in kept_set if i < spec.k}, True
+        return FreezePlan(frozenset(i for i in kept_set if i < spec.k), True)
     missing = sorted(spec.blocks - kept_set)
     if missing:
         raise UserError(
             f"--freeze names block(s) {missing} that the student does not have (it kept {_ranges(kept)})"
         )
-    return set(spec.blocks), True
+    return FreezePlan(frozenset(spec.blocks), True)
+
+
+def before_first_removed_part(block: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``block``'s modules that come before its first removed part, in
+    ``named_modules`` order (the stand-in is where the reference's identity module sits)."""
+    params: list[nn.Parameter] = []
+    for module in block.modules():
+        if is_stand_in(module):
+            return params
+        params += list(module.parameters(recurse=False))
+    return params
 
 
 def apply_freeze(
     transformer: nn.Module,
     blocks: Mapping[int, nn.Module],
     block_list_names: Sequence[str],
-    frozen: set[int],
-    freeze_embedders: bool,
+    plan: FreezePlan,
 ) -> dict[str, list[str]]:
     """Set ``requires_grad`` on every parameter; return the frozen and trainable parameter names.
 
     ``blocks`` maps original index -> block module. Parameters outside the block lists are
     the output head (``norm_out``, ``proj_out``: always trainable) or embedders.
     """
-    frozen_ids = {id(p) for i in frozen for p in blocks[i].parameters()}
+    frozen_ids = {id(p) for i in plan.blocks for p in blocks[i].parameters()}
+    if plan.partial is not None:
+        frozen_ids |= {id(p) for p in before_first_removed_part(blocks[plan.partial])}
+    freeze_embedders = plan.embedders
     block_prefixes = tuple(f"{name}." for name in block_list_names)
     summary: dict[str, list[str]] = {"frozen": [], "trainable": []}
     for name, param in transformer.named_parameters():

@@ -70,6 +70,12 @@ class DistillPair:
         return int(self.teacher.config.sample_size * 2 ** (levels - 1))
 
     @property
+    def scheduler_config(self) -> dict | None:
+        """The teacher pipeline's scheduler config (its noise levels); None without a pipeline."""
+        scheduler = getattr(self.teacher_pipe, "scheduler", None)
+        return dict(scheduler.config) if scheduler is not None else None
+
+    @property
     def default_max_sequence_length(self) -> int:
         return DEFAULT_MAX_SEQUENCE_LENGTH[self.family]
 

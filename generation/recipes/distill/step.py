@@ -12,13 +12,20 @@ from dataclasses import dataclass
 
 import torch
 
+from generation.adapters.base import removed_components
 from generation.adapters.encoding import TEXT_KEYS, predict_velocity
-from generation.flow_matching import noisy_latents, sample_sigmas
+from generation.flow_matching import noisy_latents
 from generation.recipes.distill.config import DistillConfig
 from generation.recipes.distill.freeze import apply_freeze, frozen_blocks, parse_freeze
-from generation.recipes.distill.losses import BlockFeatures, LossWeights, distillation_loss
+from generation.recipes.distill.losses import (
+    BlockFeatures,
+    FeatureKey,
+    LossWeights,
+    distillation_loss,
+)
 from generation.recipes.distill.pair import DistillPair, read_sensitivity
 from generation.recipes.distill.prefix import SharedPrefix, shared_prefix_length
+from generation.recipes.distill.sampling import draw_sigmas, noise_level_table
 from generation.recipes.distill.weighting import block_weights, parameter_groups
 
 
@@ -37,12 +44,14 @@ class Trainee:
     frozen: set[int]
     freeze_embedders: bool
     frozen_names: list[str]
+    partially_frozen: int | None
     teacher_features: BlockFeatures
     student_features: BlockFeatures
     grad_clip: float
     guidance: float
     sigma_mean: float = 0.0
     sigma_std: float = 1.0
+    sigma_table: torch.Tensor | None = None  # None: the unshifted draw
     shared_prefix: SharedPrefix | None = None
     shared_prefix_length: int = 0
 
@@ -66,11 +75,9 @@ def prepare_training(pair: DistillPair, config: DistillConfig, accelerator) -> T
     if config.gradient_checkpointing:
         student.enable_gradient_checkpointing()
 
-    spec = parse_freeze(config.freeze)
-    frozen, freeze_embedders = frozen_blocks(spec, pair.kept, pair.first_pruned)
-    summary = apply_freeze(
-        student, pair.student_blocks, pair.block_list_names, frozen, freeze_embedders
-    )
+    plan = frozen_blocks(parse_freeze(config.freeze), pair.kept, pair.first_pruned)
+    frozen, freeze_embedders = set(plan.blocks), plan.embedders
+    summary = apply_freeze(student, pair.student_blocks, pair.block_list_names, plan)
     trainable_blocks = [i for i in pair.kept if i not in frozen]
     if accelerator.mixed_precision in ("bf16", "fp16"):
         store_frozen_in(
@@ -120,15 +127,46 @@ def prepare_training(pair: DistillPair, config: DistillConfig, accelerator) -> T
         frozen=frozen,
         freeze_embedders=freeze_embedders,
         frozen_names=summary["frozen"],
-        teacher_features=BlockFeatures({i: pair.teacher_blocks[i] for i in weights}),
-        student_features=BlockFeatures({i: pair.student_blocks[i] for i in weights}),
+        partially_frozen=plan.partial,
+        teacher_features=BlockFeatures(
+            feature_modules(pair.teacher_blocks, pair.student_blocks, weights, config)
+        ),
+        student_features=BlockFeatures(
+            feature_modules(pair.student_blocks, pair.student_blocks, weights, config)
+        ),
         grad_clip=config.grad_clip,
         guidance=config.guidance,
         sigma_mean=config.sigma_mean,
         sigma_std=config.sigma_std,
+        sigma_table=(
+            noise_level_table(pair.scheduler_config) if config.noise_levels == "scheduler" else None
+        ),
         shared_prefix=shared,
         shared_prefix_length=length,
     )
+
+
+def feature_modules(
+    blocks: dict[int, torch.nn.Module],
+    student_blocks: dict[int, torch.nn.Module],
+    weights: dict[int, float],
+    config: DistillConfig,
+) -> dict[FeatureKey, torch.nn.Module]:
+    """The modules of ``blocks`` whose outputs feature distillation compares, for the weighted
+    (trainable) blocks: the blocks themselves and/or their attentions. An attention the
+    student no longer has (removed) has nothing to match."""
+    kinds = config.feature_kinds
+    found: dict[FeatureKey, torch.nn.Module] = {}
+    for index in weights:
+        block = blocks[index]
+        if "blocks" in kinds:
+            found[index, "block"] = block
+        if "attn" in removed_components(student_blocks[index]):
+            continue
+        for kind in ("attn", "attn2"):
+            if kind in kinds and getattr(block, kind, None) is not None:
+                found[index, kind] = getattr(block, kind)
+    return found
 
 
 def store_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -159,7 +197,9 @@ def training_step(
     device = t.accelerator.device
     x0 = batch["latents"].to(device).float()
     text = {k: batch[k].to(device) for k in TEXT_KEYS}
-    sigmas = sample_sigmas(x0.shape[0], generator, mean=t.sigma_mean, std=t.sigma_std)
+    sigmas = draw_sigmas(
+        x0.shape[0], generator, table=t.sigma_table, mean=t.sigma_mean, std=t.sigma_std
+    )
     noise = torch.randn(x0.shape, generator=generator).to(device)
     x_t = noisy_latents(x0, noise, sigmas)
 
@@ -180,7 +220,8 @@ def training_step(
             t.weights,
             t.lambdas,
             x0=x0,
-            noise=noise,
+            x_t=x_t,
+            sigmas=sigmas,
         )
         t.accelerator.backward(loss)
         if t.accelerator.sync_gradients:
