@@ -107,6 +107,7 @@ def test_distilled_student_learns_keeps_frozen_prefix_and_reloads(world, referen
     assert all("feature_kd/5" in row and "feature_kd/7" in row for row in log["losses"])
     assert log["config"]["seed"] == 3 and log["frozen_blocks"] == [0, 1, 2]
     assert log["noise_levels"] == "scheduler" and log["features"] == ["blocks"]
+    assert log["noise_level_median"] == pytest.approx(0.75, abs=1e-3)  # the toy's shift 3
     assert log["frozen_up_to_first_removed_part"] is None  # the first cut is a whole block
     assert log["shared_prefix_blocks"] == 3 and "git_commit" in log["runs"][0]
 
