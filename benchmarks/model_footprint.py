@@ -2,14 +2,15 @@
 latency of the toy pipelines, original against NF4, side by side in one run.
 
 Part 1 (meta device, no weights in memory): for each config in
-../shared/data/architectures/, the parameters and the stored bytes in bf16, in NF4, after
-a 20% cut + NF4, and at the 30% level + NF4.
+../shared/data/architectures/, the parameters and the stored bytes in bf16, in NF4 (double
+quantisation, hprune's and the reference's default), after a 20% cut + NF4, and at the 30%
+level + NF4.
 
-- SD3.5 Large / Large Turbo: the paper's released cut (blocks 25-28 and 31-34), and for the
-  30% level that cut plus, as the paper describes, ff and ff_context of blocks 13-18 and then
-  norm1_context from block 13 on until the parameters reach 70% of the original.
-- The other models (no published cut): the HPP plan at budget 0.8 / 0.7 with equal
-  contribution scores, i.e. the position prior alone (later blocks go first).
+- SD3.5 Large / Large Turbo: the paper's released cuts (blocks 25-28 and 31-34; for the 30%
+  level also ff and ff_context of blocks 13-18 and norm1_context of 14-16, as the reference's
+  builder replays it and as HPP plans it from the published scores).
+- The other models (no published cut or scores): the HPP rule with equal contribution
+  scores and no critical block, at budget 0.8 / 0.7: the arithmetic, not a tested cut.
 
 "Weights" are parameters (for NF4 with their quantisation state); SD3's stored sin-cos
 position table is a buffer, never pruned or quantised, shown separately.
@@ -62,7 +63,9 @@ CONFIGS = [
     "FLUX.1-dev",
 ]
 PAPER_BLOCKS_20 = [25, 26, 27, 28, 31, 32, 33, 34]
-PAPER_SUBCOMPONENT_BLOCKS_30 = range(13, 19)
+PAPER_PARTS_30 = [(i, c) for i in range(13, 19) for c in ("ff", "ff_context")] + [
+    (i, "norm1_context") for i in (14, 15, 16)
+]
 
 
 def meta_model(name: str):
@@ -70,26 +73,18 @@ def meta_model(name: str):
 
 
 def paper_cut(model, level: int):
-    """The paper's SD3.5-LT cut at 20%, or 20% + subcomponents of blocks 13-18 down to 70%."""
+    """The paper's released SD3.5-LT cut at the 20% or the 30% level."""
     adapter = get_adapter(model)
-    original = parameter_count(model)
     if level == 30:  # subcomponents first, while the block indices are the original ones
-        parts = [(i, c) for i in PAPER_SUBCOMPONENT_BLOCKS_30 for c in ("ff", "ff_context")]
-        adapter.remove_components(parts)
-        removed_after_blocks = sum(adapter.block_params(i) for i in PAPER_BLOCKS_20)
-        for index in PAPER_SUBCOMPONENT_BLOCKS_30:
-            kept = parameter_count(model) - removed_after_blocks
-            if kept <= 0.70 * original:
-                break
-            adapter.remove_components([(index, "norm1_context")])
+        adapter.remove_components(PAPER_PARTS_30)
     adapter.remove_blocks(PAPER_BLOCKS_20)
     return model
 
 
 def position_prior_cut(model, budget: float):
-    """HPP with equal contribution scores: the position weighting alone picks the cut."""
+    """HPP with equal contribution scores and no critical block: position alone picks the cut."""
     from generation.measurement.contrib import Contribution
-    from generation.planning import hpp_plan
+    from generation.planning import HPPRule, hpp_plan
     from generation.transforms.surgery import apply_plan
 
     adapter = get_adapter(model)
@@ -104,7 +99,13 @@ def position_prior_cut(model, budget: float):
         block_similarity=[None] * n,
         raw={},
     )
-    plan = hpp_plan(adapter, flat, budget, original_parameters=adapter.total_params())
+    plan = hpp_plan(
+        adapter,
+        flat,
+        budget,
+        original_parameters=adapter.total_params(),
+        rule=HPPRule(critical_fraction=2.0, exclude=()),  # above 1: nothing critical
+    )
     apply_plan(adapter, plan)
     return model
 
@@ -150,25 +151,28 @@ def footprint_table() -> list[str]:
 def paper_comparison() -> list[str]:
     full = expected_bytes(meta_model("stable-diffusion-3.5-large-turbo"), None)
     lines = []
-    for level, paper_gb, paper_ratio in ((20, 3.56, 0.225), (30, 3.24, 0.205)):
-        found = expected_bytes(cut("stable-diffusion-3.5-large-turbo", level), "nf4")
+    for level, paper_gib, paper_ratio in ((20, 3.56, 0.225), (30, 3.24, 0.205)):
+        pruned = cut("stable-diffusion-3.5-large-turbo", level)
+        found = expected_bytes(pruned, "nf4")
+        plain = expected_bytes(pruned, "nf4", double_quant=False)
         lines.append(
-            f"- SD3.5-LT {level}% + NF4: weights {found.weights / 1e9:.3f} GB "
-            f"({found.weights / full.weights:.1%} of bf16 weights); with the position table "
-            f"{found.total / 1e9:.3f} GB = {found.total / 2**30:.3f} GiB "
-            f"({found.total / full.total:.1%}). Paper: {paper_gb} GB ({paper_ratio:.1%} of 15.8 GB)."
+            f"- SD3.5-LT {level}% + NF4: weights {found.weights / 2**30:.3f} GiB "
+            f"({found.weights / full.weights:.1%} of bf16 weights); stored with the position table "
+            f"{found.total / 2**30:.3f} GiB ({found.total / full.total:.1%}); without double "
+            f"quantisation {plain.total / 2**30:.3f} GiB. Paper (peak of one forward): "
+            f"{paper_gib} GiB ({paper_ratio:.1%} of 15.80 GiB)."
         )
     lines.append(
         f"- SD3.5-LT bf16: weights {full.weights / 1e9:.3f} GB, stored {full.total / 1e9:.3f} GB "
-        f"= {full.total / 2**30:.2f} GiB (paper: 15.8 GB)."
+        f"= {full.total / 2**30:.2f} GiB (paper, peak of one forward: 15.80 GiB)."
     )
     flux = expected_bytes(meta_model("FLUX.1-schnell"), None)
     flux_cut = expected_bytes(cut("FLUX.1-schnell", 30), "nf4")
     lines.append(
         f"- FLUX.1-schnell bf16: {flux.weights / 1e9:.3f} GB = {flux.weights / 2**30:.2f} GiB "
-        f"(paper: 22.6 GB); 30% level (position prior) + NF4: {flux_cut.weights / 1e9:.3f} GB = "
+        f"(paper: 22.6); 30% level (position only, no published cut) + NF4: "
         f"{flux_cut.weights / 2**30:.2f} GiB ({flux_cut.weights / flux.weights:.1%}). "
-        "Paper: 4.44 GB (19.6%)."
+        "Paper: 4.44 (19.6%)."
     )
     return lines
 

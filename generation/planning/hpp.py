@@ -89,7 +89,9 @@ class HPPRule:
     exclude: tuple[str, ...] = ("attn",)
 
     def __post_init__(self) -> None:
-        for name in ("critical_fraction", "head_fraction", "layout_fraction", "block_floor"):
+        if self.critical_fraction < 0:  # above 1 no block is critical
+            raise UserError(f"HPP critical fraction must be >= 0, got {self.critical_fraction}")
+        for name in ("head_fraction", "layout_fraction", "block_floor"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise UserError(f"HPP {name.replace('_', ' ')} must be in [0, 1], got {value}")

@@ -108,7 +108,7 @@ def test_hpp_rule_options_and_weightings() -> None:
     with pytest.raises(UserError, match="measured with 'zero' ablation"):
         hpp_plan(adapter, Contribution(**{**contrib.__dict__, "ablation": "zero"}), 0.8,
                  original_parameters=total)  # fmt: skip
-    for bad in (dict(critical_fraction=2), dict(layout_fraction=0.6), dict(weighting="x")):
+    for bad in (dict(critical_fraction=-1), dict(layout_fraction=0.6), dict(weighting="x")):
         with pytest.raises(UserError):
             HPPRule(**bad)
 
