@@ -92,6 +92,24 @@ def test_a_given_baseline_and_a_lower_is_better_metric(paper_files, tmp_path) ->
     assert result["scorer"]["metric"] == "mse_change"
 
 
+def test_scores_imported_for_the_models_own_architecture_plan_it(toy_model_dir, tmp_path) -> None:
+    model = toy_model_dir("sd3")  # 8 joint blocks
+    config = tmp_path / "config.json"
+    config.write_text((model / "transformer" / "config.json").read_text())
+    drops = [4.0, 0.2, 3.0, 0.1, 0.3, 0.2, 2.5, 0.4]  # critical: 0, 2, 6
+    blocks = write(tmp_path / "b.csv", "block,score_change\n" + "".join(
+        f"{i},{-d}\n" for i, d in enumerate(drops)))  # fmt: skip
+    contrib = tmp_path / "contrib.json"
+    import_contributions(blocks, config, contrib)
+    result = CliRunner().invoke(main, ["prune", "--model", str(model), "--plan", "hpp", "--budget",
+                                       "0.85", "--contrib", str(contrib), "--out", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "critical blocks (kept): 0, 2, 6" in result.output
+        and "remove blocks: 5, 4" in result.output
+    )
+
+
 def test_prune_checks_an_imported_file_against_the_models_architecture(
     paper_files, toy_model_dir, tmp_path
 ) -> None:

@@ -435,6 +435,33 @@ def test_prune_command_bad_input_leaves_nothing_behind(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_prune_dry_run_and_ablation_options(sd3_toy_dir, tmp_path) -> None:
+    runner = CliRunner()
+    base = ["prune", "--model", str(sd3_toy_dir)]
+    result = runner.invoke(main, [*base, "--remove", "1,4:ff", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "remove blocks: 1" in result.output and "remove subcomponents: 4:ff" in result.output
+    assert "identity ablation" in result.output and "dry run: nothing written" in result.output
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "zero"
+    result = runner.invoke(
+        main, [*base, "--remove", "4:ff", "--ablation", "zero", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "transformer" / "config.json").read_text())
+    assert config["ablation"] == "zero" and config["removed_subcomponents"] == [[4, "ff"]]
+    result = runner.invoke(main, ["prune", "--model", str(out), "--remove", "5:ff", "--ablation",
+                                  "identity", "--out", str(tmp_path / "mixed")])  # fmt: skip
+    assert result.exit_code == 2 and "removed with 'zero' ablation" in result.output
+    assert not (tmp_path / "mixed").exists()
+    for extra, message in (
+        (["--remove", "1"], "give --out"),
+        (["--remove", "1", "--arch-config", "x.json", "--dry-run"], "--model (or, with --dry-run"),
+    ):
+        result = runner.invoke(main, [*base, *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
 def test_prune_command_refuses_bad_models_and_contrib_files(
     toy_model_dir, contrib_file, tmp_path
 ) -> None:

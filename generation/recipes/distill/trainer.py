@@ -115,9 +115,7 @@ def distill(config: DistillConfig) -> DistillResult:
                 "frozen_up_to_first_removed_part": trainee.partially_frozen,
                 "noise_levels": config.noise_levels,
                 "noise_level_median": (
-                    None
-                    if trainee.sigma_table is None
-                    else float(trainee.sigma_table.median())
+                    None if trainee.sigma_table is None else float(trainee.sigma_table.median())
                 ),
                 "features": list(config.feature_kinds),
                 "frozen_embedders": trainee.freeze_embedders,
