@@ -400,15 +400,20 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
+def read_json_file(path: Path, what: str):
+    """The JSON content of ``path``; a one-line UserError naming ``what`` if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+
+
 def read_contrib(path: str | Path) -> Contribution:
     """Read and check a contrib.json; a one-line UserError if it is missing or malformed."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"contribution file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read contribution file {path}: {exc}") from None
+    data = read_json_file(path, "contribution file")
     if not isinstance(data, dict) or data.get("format") != CONTRIB_FORMAT:
         raise UserError(f"{path} is not an hprune contrib.json")
     if data.get("version") != CONTRIB_VERSION:

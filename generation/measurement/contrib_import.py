@@ -30,7 +30,12 @@ import math
 from pathlib import Path
 
 from generation.adapters import BLOCK, DEFAULT_ABLATION, ModelAdapter, Part, get_adapter
-from generation.measurement.contrib import CONTRIB_FORMAT, CONTRIB_VERSION, score_drop
+from generation.measurement.contrib import (
+    CONTRIB_FORMAT,
+    CONTRIB_VERSION,
+    read_json_file,
+    score_drop,
+)
 from generation.store.architectures import build_from_config, read_arch_config
 from hprune.errors import UserError
 from hprune.fileio import atomic_write_text
@@ -93,12 +98,7 @@ def parse_part_key(key: str) -> tuple[int, str]:
 def read_component_scores(path: str | Path) -> dict[tuple[int, str], float]:
     """The reference's ``{"<block><tab><part>": score}`` file, keys parsed (reference part names)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"component score file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read component score file {path}: {exc}") from None
+    data = read_json_file(path, "component score file")
     if not isinstance(data, dict) or not data:
         raise UserError(f"{path}: expected a JSON object of '<block><tab><part>': score")
     scores = {}

@@ -73,49 +73,11 @@ from hprune.commands.options import overwrite_option, scheme_option
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed runs first.")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs (median).")
 @overwrite_option
-def profile(
-    model,
-    arch_config,
-    out,
-    device,
-    dtype,
-    scheme,
-    double_quant,
-    remove,
-    steps,
-    height,
-    width,
-    guidance,
-    max_sequence_length,
-    latent_size,
-    text_tokens,
-    warmup,
-    repeats,
-    overwrite,
-) -> None:
+def profile(**options) -> None:
     """Measure a model: weights bytes (stored tensors; packed bytes + quantisation state for
     bitsandbytes), parameters, peak memory and latency of one denoising step and of a whole
     image (median of --repeats runs after --warmup runs), on the CPU or CUDA."""
     from generation.measurement.profiling.command import run_profile, summary_line
 
-    report = run_profile(
-        model=model,
-        arch_config=arch_config,
-        out=out,
-        device=device,
-        dtype=dtype,
-        scheme=scheme,
-        double_quant=double_quant,
-        remove=remove,
-        steps=steps,
-        height=height,
-        width=width,
-        guidance=guidance,
-        max_sequence_length=max_sequence_length,
-        latent_size=latent_size,
-        text_tokens=text_tokens,
-        warmup=warmup,
-        repeats=repeats,
-        overwrite=overwrite,
-    )
+    report = run_profile(**options)
     click.echo(summary_line(report))
