@@ -1,7 +1,8 @@
 """Toy models: parameter counts, and CPU latency of pruned variants against the original.
 
 For each toy architecture (``hprune toy-model``), runs the contribution analysis
-(fidelity/SSIM, one prompt, one seed), then prunes to ``--budget`` with HPP and the
+(fidelity/SSIM, one prompt, one seed), then prunes to ``--budget`` with HPP (critical
+fraction 0.75: random weights give flat drops) and the
 BK-SDM and KOALA baselines, and measures, interleaved round by round so that all
 variants see the same machine load:
 
@@ -29,7 +30,7 @@ import torch
 from generation.adapters import get_adapter
 from generation.measurement.contrib import read_contrib, render, run_contrib
 from generation.measurement.scorers import get_scorer
-from generation.planning import bk_sdm_plan, hpp_plan, koala_plan
+from generation.planning import HPPRule, bk_sdm_plan, hpp_plan, koala_plan
 from generation.recipes.prune import prune_model
 from generation.store.loading import load_pipeline
 from generation.store.toy_models import save_toy_pipeline
@@ -125,8 +126,10 @@ def main() -> None:
             )
             contribution = read_contrib(contrib)
             plans = {
+                # random weights give flat drops: at the paper's critical fraction (0.25 of
+                # the largest) every block would be critical (docs/hpp-rule.md)
                 "hpp": lambda a, o, c=contribution: hpp_plan(
-                    a, c, args.budget, original_parameters=o
+                    a, c, args.budget, original_parameters=o, rule=HPPRule(critical_fraction=0.75)
                 ),
                 "bk-sdm": lambda a, o: bk_sdm_plan(a, args.budget, original_parameters=o),
                 "koala": lambda a, o, c=contribution: koala_plan(
