@@ -18,6 +18,8 @@ blocks, ΔP(i) the score drop when block i is removed and ΔP* the largest of th
    whole-block candidates, then subcomponents of every other non-critical block from
    q·|B| on; each such removal is marked ``stage: fallback-...`` in the plan.
 
+A block that loses every subcomponent is removed whole, as the reference does.
+
 The budget is a kept fraction or one of the paper's levels (:data:`LEVELS`).
 """
 
@@ -214,8 +216,15 @@ def hpp_plan(
         for part in _component_order(adapter, contrib, region, planner.blocks, rule.exclude):
             if planner.met():
                 return
-            if part not in planner.parts and adapter.component_params(*part) > 0:
+            if part[0] in planner.blocks or part in planner.parts:
+                continue
+            if adapter.component_params(*part) > 0:
                 planner.remove_component(part, drop=contrib.drops[part], stage=stage)
+            index = part[0]
+            lost = {c for i, c in planner.parts if i == index}
+            if lost >= set(adapter.components(index)) and planner.can_remove_block(index):
+                # nothing of it is left: removed whole, as the reference does
+                planner.remove_block(index, **block_info(index, f"{stage}-whole"))
 
     remove_blocks(found.block_candidates, max(budget, rule.block_floor), "blocks")
     remove_components(found.sub_region, "subcomponents")

@@ -95,6 +95,16 @@ def test_beyond_the_block_floor_subcomponents_go_in_the_middle_without_attention
         hpp_plan(adapter, toy_contribution(adapter), 0.55, original_parameters=total)
 
 
+def test_a_block_that_loses_every_subcomponent_is_removed_whole() -> None:
+    adapter = sd35_adapter()
+    total = adapter.total_params()
+    rule = HPPRule(sub_blocks=(3, 3), exclude=(), block_floor=1.0)  # only block 3's parts
+    plan = hpp_plan(adapter, toy_contribution(adapter), 0.89, original_parameters=total, rule=rule)
+    assert plan.block_indices() == [3] and not plan.removed_subcomponents
+    assert plan.removed_blocks[0]["stage"] == "subcomponents-whole"
+    assert plan.parameters_after == total - adapter.block_params(3)
+
+
 def test_hpp_rule_options_and_weightings() -> None:
     adapter = sd35_adapter()
     total = adapter.total_params()
