@@ -74,7 +74,7 @@ DEFAULT_QUESTIONS = {
     "pair": "Which image looks better?",
     "rating": "How good is this image?",
 }
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # fullmatch: "$" lets "name\n" through
 OUTCOME_CODES = ("completed", "failed_attention", "timed_out")
 #: More trials than this per session: attention and data quality fall off over long sessions
 #: (200 trials at a few seconds each is already 15-20 minutes of looking).
@@ -210,7 +210,7 @@ def parse_spec(data: Any, *, source: str = "spec") -> StudySpec:
         return value
 
     name = data.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise fail("'name' is required: 1-100 letters, digits, '_', '.' or '-'")
     kind = data.get("kind", "pair")
     if kind not in KINDS:
@@ -378,7 +378,7 @@ def _criteria(raw: Any, kind: str, fail) -> tuple[Criterion, ...]:
         if not isinstance(entry, dict) or set(entry) - {"name", "question", "show_prompt"}:
             raise fail("each criterion takes name, question and show_prompt")
         name = entry.get("name")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise fail(f"criterion name {name!r} must be letters, digits, '_', '.' or '-'")
         question = entry.get("question", DEFAULT_QUESTIONS[kind])
         show_prompt = entry.get("show_prompt", False)

@@ -83,3 +83,12 @@ def test_import_prints_the_warnings_and_imports_all_the_same(app, stimuli_dir, t
     warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 3 and "has no {code}" in warnings[0]
     assert "study 'risky-spec': version 1 imported" in result.output
+
+
+@pytest.mark.parametrize("name", ["pilot\n", "pilot\nx", "-pilot", "a" * 101, "pi lot", ""])
+def test_study_and_criterion_names_must_match_whole(name) -> None:
+    """A name ends where the text ends: ``re.match`` with ``$`` would accept "pilot\\n"."""
+    with pytest.raises(study.spec.UserError, match="'name' is required"):
+        parse_spec({**BASE_SPEC, "name": name})
+    with pytest.raises(study.spec.UserError, match="criterion name"):
+        parse_spec({**BASE_SPEC, "name": "ok", "criteria": [name]})
