@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: test lint format install system-packages clean demo
+.PHONY: test lint format install system-packages clean demo mutation
 
 test: install
 	$(PY) -m ruff check .
@@ -18,6 +18,20 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(VENV)/.installed
+
+# Mutation testing of the core modules named in pyproject.toml's [tool.mutmut] (not part of
+# `make test` or CI: the full set takes hours on 2 cores). MUTANTS narrows it with mutmut's
+# name globs, e.g. `make mutation MUTANTS='analysis.thurstone*'`; a re-run resumes where the
+# last one stopped. The scores per module are recorded in docs/benchmarks.md.
+MUTANTS ?=
+MUTATION_JOBS ?= 2
+mutation: $(VENV)/.mutation
+	nice -n 10 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(PY) benchmarks/mutation_scores.py
+
+$(VENV)/.mutation: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[mutation]'
+	touch $@
 
 # Serve the demo study on http://127.0.0.1:5000 (prints the participant link and an admin password).
 demo: install
@@ -63,4 +77,4 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch $(VENV)/.system-packages
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info mutants

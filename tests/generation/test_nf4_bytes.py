@@ -98,3 +98,46 @@ def test_a_model_of_odd_layers_quantises_to_the_predicted_bytes(double_quant) ->
     assert tensor_bytes(exact) == tensor_bytes(stored)
     assert predicted_typical.keys() == stored.keys()
     assert stored["0.weight"].numel() == 116 and stored["3.weight.absmax"].numel() == 261
+
+
+class OddModel(torch.nn.Module):
+    """Two odd layers, a norm (no Linear: never quantised) and a persistent buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(33, 7)  # 231 weights + 7 biases
+        self.b = torch.nn.Linear(7, 3, bias=False)  # 21 weights
+        self.norm = torch.nn.LayerNorm(3)  # 6 parameters
+        self.register_buffer("table", torch.zeros(5, 2))  # 10 values, not parameters
+
+
+def test_footprint_of_odd_layers_by_hand() -> None:
+    """Parameters count a quantised layer's original weights; stored bytes split into weights
+    (with their quantisation state) and buffers, as predicted on the meta device."""
+    from generation.transforms.footprint import (
+        expected_bytes,
+        linear_parameter_fraction,
+        parameter_count,
+        stored_bytes,
+    )
+
+    torch.manual_seed(0)
+    model = OddModel()
+    assert parameter_count(model) == 231 + 7 + 21 + 6
+    assert linear_parameter_fraction(model) == pytest.approx((231 + 7 + 21) / 265)
+    plain = stored_bytes(model)
+    assert (plain.weights, plain.buffers, plain.total) == (265 * 4, 40, 265 * 4 + 40)
+    bf16 = expected_bytes(model, None, torch.bfloat16)
+    assert (bf16.weights, bf16.buffers) == (265 * 2, 20)
+
+    predicted = expected_bytes(model, "nf4", torch.float32, double_quant=False)
+    quantization.quantize_transformer(model, "nf4", double_quant=False, progress=False)
+    assert parameter_count(model) == 265  # the weights a quantised layer stands for
+    real = stored_bytes(model)
+    assert real == predicted and real.buffers == 40
+    json_bytes = sum(
+        v.numel() for k, v in quantization.quantized_state_dict(model).items() if "quant_state" in k
+    )
+    # a: 116 packed + 4 float32 scales, b: 11 packed + 1 scale; 16-entry code books; biases, norm
+    expected = (116 + 4 * 4) + (11 + 1 * 4) + 2 * 16 * 4 + 7 * 4 + 6 * 4 + json_bytes
+    assert real.weights == expected
