@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from analysis.bt500 import bt500_screening, uniform_ratings
-from analysis.comparisons import from_pairs
+from analysis.comparisons import RIGHT, TIE, trial_codes
 from analysis.pwcmp import iqr_distance, outlier_likelihoods
 from analysis.significance import adjust_pvalues
 from hprune.errors import UserError
@@ -204,24 +204,51 @@ def count_circular_triads(preference: np.ndarray) -> tuple[int, int]:
 
 
 def circular_triads(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per participant (summed over criteria): decided triads and the circular share."""
-    rows = []
-    for (participant, _criterion), trials in pairs.groupby(["participant", "criterion"], sort=True):
-        names = sorted(
-            set(trials["left_variant"].astype(str)) | set(trials["right_variant"].astype(str))
-        )
-        if len(names) < 3:
-            continue
-        comparisons, _, _ = from_pairs(trials, names)
-        wins = comparisons.wins_matrix()
-        net = wins - wins.T
-        circular, complete = count_circular_triads(net)
-        rows.append((participant, circular, complete))
-    if not rows:
-        return pd.DataFrame(
-            columns=["participant", "triads", "circular_triads", "circular_fraction"]
-        )
-    table = pd.DataFrame(rows, columns=["participant", "circular_triads", "triads"])
+    """Per participant (summed over criteria): decided triads and the circular share.
+
+    Each (participant, criterion) is one net preference matrix over the variants (ties half
+    each way), all of them built at once from integer codes; a participant who saw fewer than
+    three variants in a criterion has no triads there (and no row when that holds for all).
+    """
+    columns = ["participant", "triads", "circular_triads", "circular_fraction"]
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+    items, left, right, outcome = trial_codes(pairs)
+    k = len(items)
+    cell, people = pd.factorize(
+        pd.MultiIndex.from_arrays(
+            [pairs["participant"].astype(str), pairs["criterion"].astype(str)]
+        ),
+        sort=True,
+    )
+    n_cells = len(people)
+    seen = np.zeros((n_cells, k), bool)
+    seen[cell, left] = seen[cell, right] = True
+    winner = np.where(outcome == RIGHT, right, left)
+    loser = np.where(outcome == RIGHT, left, right)
+    weight = np.where(outcome == TIE, 0.0, 1.0)  # a tie adds half each way: no net effect
+    circular = np.zeros(n_cells, np.int64)
+    complete = np.zeros(n_cells, np.int64)
+    chunk = max(1, 2_000_000 // (k * k))
+    for a in range(0, n_cells, chunk):
+        b = min(n_cells, a + chunk)
+        mine = (cell >= a) & (cell < b)
+        flat = ((cell[mine] - a) * k + winner[mine]) * k + loser[mine]
+        wins = np.bincount(flat, weight[mine], (b - a) * k * k).reshape(b - a, k, k)
+        beats = (wins - wins.transpose(0, 2, 1) > 0).astype(np.int64)
+        decided = beats + beats.transpose(0, 2, 1)
+        circular[a:b] = np.trace(beats @ beats @ beats, axis1=1, axis2=2) // 3
+        complete[a:b] = np.trace(decided @ decided @ decided, axis1=1, axis2=2) // 6
+    enough = seen.sum(axis=1) >= 3
+    if not enough.any():
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(
+        {
+            "participant": people.get_level_values(0)[enough],
+            "circular_triads": circular[enough],
+            "triads": complete[enough],
+        }
+    )
     table = table.groupby("participant")[["circular_triads", "triads"]].sum().reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
         table["circular_fraction"] = table["circular_triads"] / table["triads"]
