@@ -274,7 +274,7 @@ def outlier_likelihoods(
     answers follow the model. Ties (half counts) are drawn as whole trials.
 
     The others' scaling of every observer is found at once (``_leave_one_out_scales``);
-    ``progress`` receives a line per group and per thousand observers simulated.
+    ``progress`` receives a line per tenth of the groups and per 5000 observers simulated.
     """
     people = sorted(pairs["participant"].astype(str).unique())
     index = {p: i for i, p in enumerate(people)}
@@ -284,7 +284,8 @@ def outlier_likelihoods(
     names = items or tuple(
         sorted(set(pairs["left_variant"].astype(str)) | set(pairs["right_variant"].astype(str)))
     )
-    grouped = [(None, pairs)] if group is None else pairs.groupby(group, sort=True)
+    grouped = [(None, pairs)] if group is None else list(pairs.groupby(group, sort=True))
+    every = max(1, len(grouped) // 10)
     for number, (_, part) in enumerate(grouped):
         comparisons, row, outcome = from_pairs(part, names)
         k = comparisons.n_items
@@ -321,8 +322,11 @@ def outlier_likelihoods(
             total[persons] += np.bincount(b, ll, len(persons))
             cells[persons] += np.bincount(b, minlength=len(persons))
             scored.append((persons[b], n[b, i, j], x))
-        if progress is not None and group is not None:
-            progress(f"outlier analysis: group {number + 1} scaled")
+        if progress is not None and ((number + 1) % every == 0 or number + 1 == len(grouped)):
+            progress(
+                f"outlier analysis: leave-one-out scales of {number + 1} of {len(grouped)} "
+                "groups found"
+            )
     with np.errstate(invalid="ignore", divide="ignore"):
         likelihood = np.where(cells > 0, total / cells, np.nan)
     p_values = np.full(len(people), np.nan)

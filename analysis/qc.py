@@ -37,6 +37,7 @@ shows the results with and without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -272,7 +273,9 @@ def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table.drop(columns=["left"]).reset_index()
 
 
-def observer_outliers(pairs: pd.DataFrame, options: QCOptions) -> pd.DataFrame:
+def observer_outliers(
+    pairs: pd.DataFrame, options: QCOptions, *, progress: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """pwcmp's leave-one-out likelihood per participant, and the verdict of the chosen rule.
 
     Criteria are scaled separately, and so are the values of ``options.scenes`` (e.g.
@@ -286,7 +289,7 @@ def observer_outliers(pairs: pd.DataFrame, options: QCOptions) -> pd.DataFrame:
     group = pairs["criterion"].astype(str)
     if options.scenes:
         group = group + "|" + pairs[options.scenes].astype(str)
-    table = outlier_likelihoods(pairs.assign(_group=group), group="_group")
+    table = outlier_likelihoods(pairs.assign(_group=group), group="_group", progress=progress)
     trials = pairs.groupby(pairs["participant"].astype(str)).size()
     enough = table["participant"].map(trials).fillna(0).to_numpy() >= options.min_trials
     assessed = enough & np.isfinite(table["loo_log10_lik"].to_numpy(float))
@@ -405,8 +408,15 @@ def agreement_table(responses: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ the filter
 
 
-def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResult:
-    """Every check for every participant, and who is excluded for which reasons."""
+def run_qc(
+    responses: pd.DataFrame,
+    options: QCOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> QCResult:
+    """Every check for every participant, and who is excluded for which reasons.
+
+    ``progress`` receives a line per step of the leave-one-out outlier analysis."""
     options = options or QCOptions()
     notes: list[str] = []
     people = pd.DataFrame({"participant": sorted(responses["participant"].astype(str).unique())})
@@ -422,7 +432,7 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
         uniform_ratings(ratings, min_ratings=options.min_trials),
     ]
     if pairs["participant"].nunique() >= 3:
-        tables.append(observer_outliers(pairs, options))
+        tables.append(observer_outliers(pairs, options, progress=progress))
     elif not pairs.empty:
         notes.append(
             "fewer than 3 participants answered pair trials: no leave-one-out outlier check"
