@@ -62,15 +62,19 @@ class _Rows:
     wins: np.ndarray  # of them, left chosen
 
 
-def _collapse(left, right, groups, win) -> _Rows:
-    codes = np.stack([left, right, *groups], axis=1)
-    unique, inverse = np.unique(codes, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+def _collapse(left, right, groups, win, sizes) -> _Rows:
+    n_items = int(max(left.max(), right.max())) + 1
+    key = left * n_items + right
+    for level, size in zip(groups, sizes, strict=True):
+        key = key * size + level  # one integer per (left, right, participant, prompt)
+    unique, inverse = np.unique(key, return_inverse=True)
     n = np.bincount(inverse, minlength=len(unique)).astype(float)
     wins = np.bincount(inverse, win, minlength=len(unique))
-    return _Rows(
-        unique[:, 0], unique[:, 1], [unique[:, 2 + c] for c in range(len(groups))], n, wins
-    )
+    levels = []
+    for size in reversed(sizes):
+        levels.append(unique % size)
+        unique = unique // size
+    return _Rows(unique // n_items, unique % n_items, levels[::-1], n, wins)
 
 
 def _log_expit_and_expit(t: np.ndarray, log_sig: np.ndarray, sig: np.ndarray) -> None:
@@ -251,6 +255,7 @@ def mixed_logit(
         right_names[decided].map(column).to_numpy(np.int64),
         groups,
         win,
+        sizes,
     )
     objective = _VBObjective(rows, len(others), position, sizes)
     precision = objective.precision_guess()
@@ -267,7 +272,7 @@ def mixed_logit(
         return value, grad * scale
 
     with np.errstate(over="ignore"):  # a line search may try a huge step; it is rejected
-        fit = minimize(scaled, start / scale, jac=True, method="L-BFGS-B", options={"maxcor": 30})
+        fit = minimize(scaled, start / scale, jac=True, method="L-BFGS-B")
     fit.x = fit.x * scale
     mean, sd = fit.x[: objective.size], np.exp(fit.x[objective.size :])
     k_fe = objective.k_fe

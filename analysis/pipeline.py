@@ -157,8 +157,9 @@ def safe_name(text: str) -> str:
 def check_variants(responses: pd.DataFrame, known: tuple[str, ...] | None) -> list[str]:
     """The variants the responses compare or rate; UserError for unknown or too few."""
     answered = responses[responses["kind"].isin(["pair", "rating"])]
-    names = set(answered["left_variant"].dropna().astype(str))
-    names |= set(answered.loc[answered["kind"] == "pair", "right_variant"].dropna().astype(str))
+    names = set(answered["left_variant"].dropna().astype(str).unique())
+    right = answered.loc[answered["kind"] == "pair", "right_variant"]
+    names |= set(right.dropna().astype(str).unique())
     if known is not None:
         unknown = sorted(names - set(known))
         if unknown:

@@ -282,7 +282,10 @@ def outlier_likelihoods(
     cells = np.zeros(len(people))
     scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (person, n, x) of cells
     names = items or tuple(
-        sorted(set(pairs["left_variant"].astype(str)) | set(pairs["right_variant"].astype(str)))
+        sorted(
+            set(pairs["left_variant"].astype(str).unique())
+            | set(pairs["right_variant"].astype(str).unique())
+        )
     )
     grouped = [(None, pairs)] if group is None else list(pairs.groupby(group, sort=True))
     every = max(1, len(grouped) // 10)

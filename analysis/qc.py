@@ -332,7 +332,7 @@ def krippendorff_alpha(units: np.ndarray, values: np.ndarray, level: str = "nomi
     values = np.asarray(values, float)
     keep = np.isfinite(values)
     units, values = units[keep], values[keep]
-    _, unit_code = np.unique(units, return_inverse=True)
+    unit_code = pd.factorize(units)[0]  # hashing, not sorting: the order of units is moot
     levels, value_code = np.unique(values, return_inverse=True)
     counts = np.zeros((unit_code.max() + 1 if len(unit_code) else 0, len(levels)))
     np.add.at(counts, (unit_code, value_code), 1.0)

@@ -1,7 +1,7 @@
 """The large-study shortcuts of the analysis give what the direct computation gives.
 
 Each shortcut (the leave-one-out scalings of every observer at once, the Monte Carlo
-p-value from uniforms) is checked here against a direct, one-at-a-time computation written
+p-value from uniforms, the bootstrap as weights on per-participant cells) is checked here against a direct, one-at-a-time computation written
 independently in the test, on data small enough for the direct one.
 """
 
@@ -10,10 +10,13 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import gammaln, log_ndtr, ndtr
 from scipy.stats import binom
 
+from analysis.bootstrap import bootstrap_paired, make_plan, trial_cells
+from analysis.bradley_terry import bradley_terry_model
 from analysis.comparisons import from_pairs
 from analysis.pwcmp import (
     SIGMA,
@@ -80,3 +83,44 @@ def test_monte_carlo_p_matches_the_exact_distribution() -> None:
         p = _monte_carlo_p(observed, n.astype(float), x, np.random.default_rng(0), 1000)
         tolerance = 4 * np.sqrt(max(exact * (1 - exact), 1e-3) / 1000) + 1 / 1001
         assert abs(p - exact) <= tolerance
+
+
+def test_cluster_bootstrap_equals_refitting_resampled_rows() -> None:
+    """Weights on per-participant cells give the fit of the study rebuilt row by row.
+
+    For a few rounds of the plan, the participants drawn (with their multiplicity) are
+    concatenated as a new data set of rows and fitted from scratch; the weighted refit on
+    the collapsed cells must give the same scores (both are the same maximum-likelihood
+    problem: 1e-6 is the optimisers' tolerance), with the prompt weights too.
+    """
+    design = PairDesign(("a", "b", "c"), n_participants=9, trials_per_participant=18, n_prompts=3)
+    responses = simulate_pairs(design, [0.0, -0.5, 0.4], tie_log_nu=-1.0, position=0.3, seed=5)
+    comparisons, row, outcome = from_pairs(responses)
+    model = bradley_terry_model(comparisons, position=True)
+    fit = model.fit()
+    for prompts in (None, responses["prompt_id"]):
+        plan = make_plan(responses["participant"], rounds=4, seed=1, prompts=prompts)
+        cells = trial_cells(
+            row, outcome, len(comparisons.left),
+            plan.participant_codes(responses["participant"]),
+            plan.prompt_codes(responses["prompt_id"]) if prompts is not None else None,
+        )  # fmt: skip
+        draws = bootstrap_paired(model, cells, plan, fit.params, workers=1)
+        for b in range(plan.rounds):
+            parts = []
+            for person, times in zip(plan.participants, plan.participant_weights[b], strict=True):
+                mine = responses[responses["participant"] == person]
+                if prompts is not None:
+                    weight = dict(zip(plan.prompts, plan.prompt_weights[b], strict=True))
+                    mine = mine.loc[mine.index.repeat(mine["prompt_id"].map(weight))]
+                parts += [mine] * int(times)
+            again = pd.concat(parts, ignore_index=True)
+            rebuilt = from_pairs(again, comparisons.items)[0]
+            counts = np.zeros_like(comparisons.counts)
+            pairs = zip(comparisons.left, comparisons.right, strict=True)
+            index = {(lf, rt): u for u, (lf, rt) in enumerate(pairs)}
+            for u in range(len(rebuilt.left)):
+                counts[index[(rebuilt.left[u], rebuilt.right[u])]] = rebuilt.counts[u]
+            expected, converged = model.fit_params(counts, fit.params)
+            assert converged
+            np.testing.assert_allclose(draws.draws[b], expected, atol=1e-6)
