@@ -313,7 +313,7 @@ def analyse_pairs(
     """Every pairwise statistic of one criterion."""
     tag = f"[{label}/{criterion}]"
     progress = Progress(options.progress)
-    with progress.stage(f"{tag} Bradley-Terry and Thurstone fits of {len(pairs):,} pair trials"):
+    with progress.stage(f"{tag} pairwise analysis of {len(pairs):,} pair trials"):
         return _analyse_pairs(pairs, criterion, options, plan, categories, warnings, tag=tag,
                               label=label, mixed=mixed, sides=sides, progress=progress)  # fmt: skip
 

@@ -443,7 +443,7 @@ def _monte_carlo_p(
     cell = np.repeat(np.arange(len(n)), trials)
     below = rng.random((draws, len(cell))) < p[cell]
     first = np.concatenate([[0], np.cumsum(trials)[:-1]])
-    k = np.add.reduceat(below, first, axis=1, dtype=np.int64)
+    k = np.add.reduceat(below, first, axis=1, dtype=np.int64)  # successes per cell and draw
     # Table of each cell's log10 likelihood of 0..n successes, flattened.
     offset = np.concatenate([[0], np.cumsum(trials + 1)[:-1]])
     owner = np.repeat(np.arange(len(n)), trials + 1)

@@ -261,8 +261,10 @@ def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     decided = pairs[pairs["choice"].isin(["left", "right"])]
     if decided.empty:
         return pd.DataFrame(columns=["participant", "decided", "left_rate", "position_flag"])
-    table = decided.groupby("participant").agg(
-        decided=("choice", "size"), left=("choice", lambda s: int((s == "left").sum()))
+    table = (
+        decided.assign(left=(decided["choice"] == "left").to_numpy(int))
+        .groupby("participant")
+        .agg(decided=("choice", "size"), left=("left", "sum"))
     )
     n, k = table["decided"].to_numpy(int), table["left"].to_numpy(int)
     p = np.minimum(1.0, 2 * np.minimum(binom.cdf(k, n, 0.5), binom.sf(k - 1, n, 0.5)))

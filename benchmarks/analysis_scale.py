@@ -13,7 +13,8 @@ child process each: the mixed logit as statsmodels' dense formula fit (``--old-u
 responses) against ``analysis.mixed_logit``, and the leave-one-out outlier likelihoods as
 one L-BFGS scaling per observer against ``analysis.pwcmp.outlier_likelihoods``.
 
-    nice -n 10 .venv/bin/python benchmarks/analysis_scale.py
+    git archive 1a37042 | tar -x -C /tmp/before   # the code before, for --before
+    nice -n 10 .venv/bin/python benchmarks/analysis_scale.py --before /tmp/before
     nice -n 10 .venv/bin/python benchmarks/analysis_scale.py --sizes 10000 --variants 10,50
 """
 
@@ -53,10 +54,16 @@ def generate(folder: Path, responses: int, variants: int, seed: int = 0) -> Path
     return folder
 
 
-def measure(command: list[str]) -> tuple[float, float, float, str]:
-    """Wall seconds, CPU seconds and peak GB of a child process, and its stdout."""
+def measure(command: list[str], code: str | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds and peak GB of a child process, and its stdout.
+
+    ``code``: a checkout whose packages the child imports instead (PYTHONPATH first).
+    """
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([code, *filter(None, [env.get("PYTHONPATH")])])
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     output = child.stdout.read().decode() if child.stdout else ""
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -156,6 +163,12 @@ def main() -> None:
         "--old-up-to", type=int, default=10000, help="also time the old steps up to this size"
     )
     parser.add_argument("--keep", default=None, help="folder for the exports (default: temp)")
+    parser.add_argument(
+        "--before", default=None,
+        help="a checkout of the code before (git archive <commit> | tar -x -C DIR): its "
+        "default analyze runs beside, up to --before-up-to responses",
+    )  # fmt: skip
+    parser.add_argument("--before-up-to", type=int, default=100000)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(v) for v in args.variants.split(",")]
@@ -170,17 +183,23 @@ def main() -> None:
             if not (export / "responses.parquet").exists():
                 generate(export, size, variants)
             out = root / f"report-{variants}-{size}"
-            wall, cpu, peak, _ = measure(
-                [sys.executable, "-m", "hprune.cli", "analyze", "--responses", str(export),
-                 "--out", str(out), "--overwrite"]
-            )  # fmt: skip
+            command = [sys.executable, "-m", "hprune.cli", "analyze", "--responses", str(export),
+                       "--out", str(out), "--overwrite"]  # fmt: skip
+            wall, cpu, peak, _ = measure(command)
             results.append((variants, size, wall, cpu, peak))
             print(
                 f"| {variants} | {size:,} | {size // TRIALS:,} | {wall:.1f} s | {cpu:.1f} s | "
                 f"{peak:.2f} GB |",
                 flush=True,
             )
-            if size <= args.old_up_to:
+            if args.before and size <= args.before_up_to:
+                b_wall, b_cpu, b_peak, _ = measure(command, code=args.before)
+                print(
+                    f"| {variants} | {size:,} (before) | {size // TRIALS:,} | {b_wall:.1f} s | "
+                    f"{b_cpu:.1f} s ({b_cpu / cpu:.1f}x) | {b_peak:.2f} GB ({b_peak / peak:.1f}x) |",
+                    flush=True,
+                )
+            if size <= args.old_up_to and variants <= 10:  # the old LOO: minutes at 50
                 old_rows += [f"| {variants} | {size:,} " + row for row in side_by_side(export)]
     for variants in counts:
         points = [(s, c) for v, s, _, c, _ in results if v == variants]

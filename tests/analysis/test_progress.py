@@ -18,7 +18,7 @@ def test_stages_are_printed_and_change_nothing(capsys) -> None:
     for stage in (
         "analyze: quality control of 8 participants ...",
         "analyze: quality control of 8 participants: done in",
-        "Bradley-Terry and Thurstone fits of 160 pair trials",
+        "[all responses/quality] pairwise analysis of 160 pair trials: done in",
         "cluster bootstrap, 20 rounds of two models: done in",
         "mixed logit: done in",
         "outlier analysis: leave-one-out scales of 1 of 1 groups found",
