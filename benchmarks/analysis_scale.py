@@ -63,7 +63,9 @@ def measure(command: list[str], code: str | None = None) -> tuple[float, float, 
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([code, *filter(None, [env.get("PYTHONPATH")])])
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    child = subprocess.Popen(  # cwd: ``python -m`` puts the working folder first on the path
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=code
+    )
     output = child.stdout.read().decode() if child.stdout else ""
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
