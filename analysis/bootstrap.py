@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
@@ -63,14 +64,18 @@ class BootstrapPlan:
         return self.participant_weights.shape[0]
 
     def participant_codes(self, ids: Sequence[str]) -> np.ndarray:
-        index = {p: i for i, p in enumerate(self.participants)}
-        return np.array([index[p] for p in ids], dtype=np.int64)
+        return _codes(self.participants, ids)
 
     def prompt_codes(self, ids: Sequence[str]) -> np.ndarray | None:
-        if self.prompts is None:
-            return None
-        index = {p: i for i, p in enumerate(self.prompts)}
-        return np.array([index[p] for p in ids], dtype=np.int64)
+        return None if self.prompts is None else _codes(self.prompts, ids)
+
+
+def _codes(names: tuple[str, ...], ids: Sequence[str]) -> np.ndarray:
+    """Each id's position in ``names`` (a hash lookup per distinct id, not per row)."""
+    codes = pd.Index(names).get_indexer(pd.Index(np.asarray(ids, dtype=object)))
+    if (codes < 0).any():
+        raise KeyError("an id outside the bootstrap plan")
+    return codes.astype(np.int64)
 
 
 def make_plan(
@@ -198,12 +203,13 @@ def trial_cells(
     flat = np.asarray(row, np.int64) * 3 + np.asarray(outcome, np.int64)
     p = np.asarray(participant, np.int64)
     q = np.zeros_like(p) if prompt is None else np.asarray(prompt, np.int64)
-    key = np.stack([p, q, flat], axis=1)
-    unique, count = np.unique(key, axis=0, return_counts=True)
+    # One integer per (participant, prompt, cell), in the same lexicographic order.
+    n_q, n_flat = int(q.max(initial=0)) + 1, 3 * n_rows
+    unique, count = np.unique((p * n_q + q) * n_flat + flat, return_counts=True)
     return TrialCells(
-        flat=unique[:, 2],
-        participant=unique[:, 0],
-        prompt=None if prompt is None else unique[:, 1],
+        flat=unique % n_flat,
+        participant=unique // (n_flat * n_q),
+        prompt=None if prompt is None else (unique // n_flat) % n_q,
         count=count.astype(float),
         n_rows=n_rows,
     )

@@ -56,6 +56,7 @@ from analysis.mos import (
     mos_table,
     rating_trials,
 )
+from analysis.progress import Progress
 from analysis.pwcmp import GaussianPriorJODModel
 from analysis.qc import QCOptions, QCResult, apply_exclusions, run_qc
 from analysis.significance import pairwise_tests, significance_matrix
@@ -156,8 +157,9 @@ def safe_name(text: str) -> str:
 def check_variants(responses: pd.DataFrame, known: tuple[str, ...] | None) -> list[str]:
     """The variants the responses compare or rate; UserError for unknown or too few."""
     answered = responses[responses["kind"].isin(["pair", "rating"])]
-    names = set(answered["left_variant"].dropna().astype(str))
-    names |= set(answered.loc[answered["kind"] == "pair", "right_variant"].dropna().astype(str))
+    names = set(answered["left_variant"].dropna().astype(str).unique())
+    right = answered.loc[answered["kind"] == "pair", "right_variant"]
+    names |= set(right.dropna().astype(str).unique())
     if known is not None:
         unknown = sorted(names - set(known))
         if unknown:
@@ -310,6 +312,14 @@ def analyse_pairs(
 ) -> CriterionResult:
     """Every pairwise statistic of one criterion."""
     tag = f"[{label}/{criterion}]"
+    progress = Progress(options.progress)
+    with progress.stage(f"{tag} pairwise analysis of {len(pairs):,} pair trials"):
+        return _analyse_pairs(pairs, criterion, options, plan, categories, warnings, tag=tag,
+                              label=label, mixed=mixed, sides=sides, progress=progress)  # fmt: skip
+
+
+def _analyse_pairs(pairs, criterion, options, plan, categories, warnings, *, tag, label, mixed,
+                   sides, progress) -> CriterionResult:  # fmt: skip
     comparisons, row, outcome = from_pairs(pairs)
     reference = options.reference if options.reference in comparisons.items else None
     if options.reference is not None and reference is None:
@@ -366,10 +376,14 @@ def analyse_pairs(
             plan.participant_codes(pairs["participant"].astype(str)),
             plan.prompt_codes(pairs["prompt_id"].astype(str)),
         )
-        draws = bootstrap_paired(
-            bt_model, cells, plan, bt.params, workers=options.workers, progress=options.progress
-        )
-        jod_draws = bootstrap_paired(jod_model, cells, plan, jod.params, workers=options.workers)
+        with progress.stage(f"{tag} cluster bootstrap, {plan.rounds} rounds of two models"):
+            draws = bootstrap_paired(
+                bt_model, cells, plan, bt.params, workers=options.workers,
+                progress=options.progress,
+            )  # fmt: skip
+            jod_draws = bootstrap_paired(
+                jod_model, cells, plan, jod.params, workers=options.workers
+            )
         failed = draws.n_failed
         if draws.rounds - failed < MIN_BOOTSTRAP_ROUNDS:
             warnings.append(
@@ -428,13 +442,16 @@ def analyse_pairs(
     if mixed and pairs["participant"].nunique() > 1:
         ref = reference or bt.items[int(np.argmax(bt.scores))]
         try:
-            result.mixed = mixed_logit(pairs, ref, level=options.level, position=position)
+            with progress.stage(f"{tag} mixed logit"):
+                result.mixed = mixed_logit(pairs, ref, level=options.level, position=position)
         except UserError as exc:
             warnings.append(f"{tag} mixed logit not fitted: {exc}")
     if categories:
+        progress.note(f"{tag} per-category fits")
         result.categories = _category_fits(pairs, categories, options, warnings, label, criterion,
                                            sides)  # fmt: skip
     if options.scenes:
+        progress.note(f"{tag} per-scene fits")
         result.scenes = _scene_fits(pairs, options, warnings, tag, sides)
     return result
 
@@ -597,7 +614,10 @@ def analyse_dataset(
                 if ref not in set(subset["variant"]):
                     ref = subset.groupby("variant")["rating"].mean().idxmax()
                 try:
-                    effects, components = mos_mixed_model(subset, ref, level=options.level)
+                    with Progress(options.progress).stage(
+                        f"[{label}/{criterion}] MOS mixed model of {len(subset):,} ratings"
+                    ):
+                        effects, components = mos_mixed_model(subset, ref, level=options.level)
                 except UserError as exc:
                     warnings.append(f"[{label}/{criterion}] MOS mixed model not fitted: {exc}")
                     continue
@@ -668,7 +688,9 @@ def run_analysis(
     qc_options = options.qc
     if options.scenes:
         qc_options = replace(qc_options, scenes=SCENE_COLUMNS[options.scenes])
-    qc = run_qc(responses, qc_options)
+    progress = Progress(options.progress)
+    with progress.stage(f"quality control of {responses['participant'].nunique():,} participants"):
+        qc = run_qc(responses, qc_options, progress=progress.note if options.progress else None)
     warnings.extend(f"[quality control] {note}" for note in qc.notes)
     kept = apply_exclusions(responses, qc) if options.exclusions else responses
     if kept[kept["kind"].isin(["pair", "rating"])].empty:

@@ -37,6 +37,7 @@ shows the results with and without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -44,7 +45,7 @@ import pandas as pd
 from scipy.stats import binom
 
 from analysis.bt500 import bt500_screening, uniform_ratings
-from analysis.comparisons import from_pairs
+from analysis.comparisons import RIGHT, TIE, trial_codes
 from analysis.pwcmp import iqr_distance, outlier_likelihoods
 from analysis.significance import adjust_pvalues
 from hprune.errors import UserError
@@ -204,24 +205,51 @@ def count_circular_triads(preference: np.ndarray) -> tuple[int, int]:
 
 
 def circular_triads(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per participant (summed over criteria): decided triads and the circular share."""
-    rows = []
-    for (participant, _criterion), trials in pairs.groupby(["participant", "criterion"], sort=True):
-        names = sorted(
-            set(trials["left_variant"].astype(str)) | set(trials["right_variant"].astype(str))
-        )
-        if len(names) < 3:
-            continue
-        comparisons, _, _ = from_pairs(trials, names)
-        wins = comparisons.wins_matrix()
-        net = wins - wins.T
-        circular, complete = count_circular_triads(net)
-        rows.append((participant, circular, complete))
-    if not rows:
-        return pd.DataFrame(
-            columns=["participant", "triads", "circular_triads", "circular_fraction"]
-        )
-    table = pd.DataFrame(rows, columns=["participant", "circular_triads", "triads"])
+    """Per participant (summed over criteria): decided triads and the circular share.
+
+    Each (participant, criterion) is one net preference matrix over the variants (ties half
+    each way), all of them built at once from integer codes; a participant who saw fewer than
+    three variants in a criterion has no triads there (and no row when that holds for all).
+    """
+    columns = ["participant", "triads", "circular_triads", "circular_fraction"]
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+    items, left, right, outcome = trial_codes(pairs)
+    k = len(items)
+    cell, people = pd.factorize(
+        pd.MultiIndex.from_arrays(
+            [pairs["participant"].astype(str), pairs["criterion"].astype(str)]
+        ),
+        sort=True,
+    )
+    n_cells = len(people)
+    seen = np.zeros((n_cells, k), bool)
+    seen[cell, left] = seen[cell, right] = True
+    winner = np.where(outcome == RIGHT, right, left)
+    loser = np.where(outcome == RIGHT, left, right)
+    weight = np.where(outcome == TIE, 0.0, 1.0)  # a tie adds half each way: no net effect
+    circular = np.zeros(n_cells, np.int64)
+    complete = np.zeros(n_cells, np.int64)
+    chunk = max(1, 2_000_000 // (k * k))
+    for a in range(0, n_cells, chunk):
+        b = min(n_cells, a + chunk)
+        mine = (cell >= a) & (cell < b)
+        flat = ((cell[mine] - a) * k + winner[mine]) * k + loser[mine]
+        wins = np.bincount(flat, weight[mine], (b - a) * k * k).reshape(b - a, k, k)
+        beats = (wins - wins.transpose(0, 2, 1) > 0).astype(np.int64)
+        decided = beats + beats.transpose(0, 2, 1)
+        circular[a:b] = np.trace(beats @ beats @ beats, axis1=1, axis2=2) // 3
+        complete[a:b] = np.trace(decided @ decided @ decided, axis1=1, axis2=2) // 6
+    enough = seen.sum(axis=1) >= 3
+    if not enough.any():
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(
+        {
+            "participant": people.get_level_values(0)[enough],
+            "circular_triads": circular[enough],
+            "triads": complete[enough],
+        }
+    )
     table = table.groupby("participant")[["circular_triads", "triads"]].sum().reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
         table["circular_fraction"] = table["circular_triads"] / table["triads"]
@@ -233,8 +261,10 @@ def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     decided = pairs[pairs["choice"].isin(["left", "right"])]
     if decided.empty:
         return pd.DataFrame(columns=["participant", "decided", "left_rate", "position_flag"])
-    table = decided.groupby("participant").agg(
-        decided=("choice", "size"), left=("choice", lambda s: int((s == "left").sum()))
+    table = (
+        decided.assign(left=(decided["choice"] == "left").to_numpy(int))
+        .groupby("participant")
+        .agg(decided=("choice", "size"), left=("left", "sum"))
     )
     n, k = table["decided"].to_numpy(int), table["left"].to_numpy(int)
     p = np.minimum(1.0, 2 * np.minimum(binom.cdf(k, n, 0.5), binom.sf(k - 1, n, 0.5)))
@@ -245,7 +275,9 @@ def position_bias(pairs: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table.drop(columns=["left"]).reset_index()
 
 
-def observer_outliers(pairs: pd.DataFrame, options: QCOptions) -> pd.DataFrame:
+def observer_outliers(
+    pairs: pd.DataFrame, options: QCOptions, *, progress: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """pwcmp's leave-one-out likelihood per participant, and the verdict of the chosen rule.
 
     Criteria are scaled separately, and so are the values of ``options.scenes`` (e.g.
@@ -259,7 +291,7 @@ def observer_outliers(pairs: pd.DataFrame, options: QCOptions) -> pd.DataFrame:
     group = pairs["criterion"].astype(str)
     if options.scenes:
         group = group + "|" + pairs[options.scenes].astype(str)
-    table = outlier_likelihoods(pairs.assign(_group=group), group="_group")
+    table = outlier_likelihoods(pairs.assign(_group=group), group="_group", progress=progress)
     trials = pairs.groupby(pairs["participant"].astype(str)).size()
     enough = table["participant"].map(trials).fillna(0).to_numpy() >= options.min_trials
     assessed = enough & np.isfinite(table["loo_log10_lik"].to_numpy(float))
@@ -302,7 +334,7 @@ def krippendorff_alpha(units: np.ndarray, values: np.ndarray, level: str = "nomi
     values = np.asarray(values, float)
     keep = np.isfinite(values)
     units, values = units[keep], values[keep]
-    _, unit_code = np.unique(units, return_inverse=True)
+    unit_code = pd.factorize(units)[0]  # hashing, not sorting: the order of units is moot
     levels, value_code = np.unique(values, return_inverse=True)
     counts = np.zeros((unit_code.max() + 1 if len(unit_code) else 0, len(levels)))
     np.add.at(counts, (unit_code, value_code), 1.0)
@@ -378,8 +410,15 @@ def agreement_table(responses: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ the filter
 
 
-def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResult:
-    """Every check for every participant, and who is excluded for which reasons."""
+def run_qc(
+    responses: pd.DataFrame,
+    options: QCOptions | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> QCResult:
+    """Every check for every participant, and who is excluded for which reasons.
+
+    ``progress`` receives a line per step of the leave-one-out outlier analysis."""
     options = options or QCOptions()
     notes: list[str] = []
     people = pd.DataFrame({"participant": sorted(responses["participant"].astype(str).unique())})
@@ -395,7 +434,7 @@ def run_qc(responses: pd.DataFrame, options: QCOptions | None = None) -> QCResul
         uniform_ratings(ratings, min_ratings=options.min_trials),
     ]
     if pairs["participant"].nunique() >= 3:
-        tables.append(observer_outliers(pairs, options))
+        tables.append(observer_outliers(pairs, options, progress=progress))
     elif not pairs.empty:
         notes.append(
             "fewer than 3 participants answered pair trials: no leave-one-out outlier check"

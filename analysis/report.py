@@ -30,6 +30,11 @@ from analysis.ranking import mos_ranking, pair_ranking
 from hprune import __version__
 from hprune.fileio import atomic_output_dir
 
+#: Above this many participants the report's HTML links the table of every participant's
+#: checks (CSV and Parquet, always written) instead of showing it: tens of thousands of
+#: rows make a page nobody reads and cost most of the report's time.
+SHOWN_PARTICIPANTS = 2000
+
 
 def methods_text(result: AnalysisResult) -> list[str]:
     """The Methods paragraphs, written from the options and choices this analysis used."""
@@ -440,7 +445,12 @@ def write_report(result: AnalysisResult, out_dir: str | Path, *, overwrite: bool
         _text(blocks, "Rater agreement (Krippendorff's alpha)", "heading")
         writer.table(blocks, qc.agreement, "agreement")
         _text(blocks, "Every participant", "heading")
-        writer.table(blocks, qc.participants, "qc_participants")
+        many = len(qc.participants) > SHOWN_PARTICIPANTS
+        writer.table(
+            blocks, qc.participants, "qc_participants", show=not many,
+            link=f"all {len(qc.participants):,} participants' checks (CSV; too many to show here)"
+            if many else "",
+        )  # fmt: skip
 
         primary, other = result.primary, result.all_data
         for criterion, part in primary.pairs.items():

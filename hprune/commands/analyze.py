@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
+
+#: From this many responses on, the stages of the analysis print progress lines on stdout
+#: (below it the whole analysis takes seconds).
+PROGRESS_FROM = 20_000
 
 
 def read_responses(source: str | Path, *, study: str | None = None):
@@ -266,6 +271,7 @@ def analyze(source, study_db, metrics_files, stimuli, out, overwrite, study, ref
     set humans against metrics, and write report/ (HTML, PNG, CSV, Parquet)."""
     from analysis.metrics_agreement import load_metrics
     from analysis.pipeline import AnalysisOptions, run_analysis
+    from analysis.progress import Progress
     from analysis.provenance import check_against_stimuli, inputs_table
     from analysis.qc import QCOptions
     from analysis.report import write_report
@@ -281,7 +287,13 @@ def analyze(source, study_db, metrics_files, stimuli, out, overwrite, study, ref
         from study.spec import load_spec
 
         max_attention_failures = load_spec(spec).attention.max_failures
+    started = time.perf_counter()
     responses = read_responses(source, study=study)
+    progress = len(responses) >= PROGRESS_FROM
+    if progress:
+        click.echo(
+            f"analyze: read {len(responses):,} responses in {time.perf_counter() - started:.1f} s"
+        )
     metrics = load_metrics(metrics_files) if metrics_files else None
     categories, known = None, _csv_list(variants)
     if stimuli is not None:
@@ -320,7 +332,7 @@ def analyze(source, study_db, metrics_files, stimuli, out, overwrite, study, ref
             min_consistency=min_consistency,
         ),
         known_variants=known,
-        progress=True,
+        progress=progress,
     )
     result = run_analysis(
         responses,
@@ -329,7 +341,8 @@ def analyze(source, study_db, metrics_files, stimuli, out, overwrite, study, ref
         categories=categories,
         provenance=inputs_table(source, metrics_files, stimuli),
     )
-    path = write_report(result, out, overwrite=overwrite, title=title)
+    with Progress(progress).stage("writing the report"):
+        path = write_report(result, out, overwrite=overwrite, title=title)
     for criterion, part in result.primary.pairs.items():
         ranking = ", ".join(
             f"{row.variant} {row.bt_score:+.2f}" for row in part.scores.itertuples(index=False)

@@ -200,7 +200,7 @@ def validate_responses(frame: pd.DataFrame, *, study: str | None = None) -> pd.D
         if column not in frame.columns:
             frame[column] = default
     frame["kind"] = frame["kind"].astype("string").str.strip().str.lower()
-    unknown = sorted(set(frame["kind"].dropna()) - KINDS)
+    unknown = sorted(set(frame["kind"].dropna().unique()) - KINDS)  # unique: no 1M-row loop
     if unknown or frame["kind"].isna().any():
         raise UserError(
             f"unknown trial kind(s) {', '.join(unknown) or '<empty>'} (expected pair, rating, "

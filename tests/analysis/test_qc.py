@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.comparisons import from_pairs
 from analysis.qc import (
     QCOptions,
     apply_exclusions,
@@ -182,3 +183,32 @@ def test_study_export_check_columns() -> None:
     assert qc.loc["p2", "attention_failed"] == 0
     assert qc.loc["p2", "consistency"] == 0.5 and qc.loc["p1", "consistency"] == 1.0
     assert qc.loc["p1", "excluded"] and not qc.loc["p2", "excluded"]
+
+
+def test_circular_triads_equal_the_per_participant_count() -> None:
+    """All (participant, criterion) matrices at once give what one matrix at a time gives."""
+    design = PairDesign(("a", "b", "c", "d", "e"), n_participants=15, trials_per_participant=12)
+    responses = simulate_pairs(design, [0.0, 0.1, -0.2, 0.3, 0.0], tie_log_nu=-1.0, seed=4)
+    responses.loc[responses.index % 3 == 0, "criterion"] = "alignment"
+    # One participant sees only two variants in one criterion: no triads there.
+    responses.loc[responses["participant"] == "p0000", ["left_variant", "right_variant"]] = [
+        "a",
+        "b",
+    ]
+    expected = {}
+    for (person, _), trials in responses.groupby(["participant", "criterion"]):
+        names = sorted(set(trials["left_variant"]) | set(trials["right_variant"]))
+        if len(names) < 3:
+            continue
+        wins = from_pairs(trials, names)[0].wins_matrix()
+        circular, complete = count_circular_triads(wins - wins.T)
+        before = expected.get(person, (0, 0))
+        expected[person] = (before[0] + circular, before[1] + complete)
+    table = circular_triads(responses).set_index("participant")
+    assert set(table.index) == set(expected)
+    for person, (circular, complete) in expected.items():
+        assert (table.loc[person, "circular_triads"], table.loc[person, "triads"]) == (
+            circular,
+            complete,
+        )
+    assert table["circular_triads"].sum() > 0
