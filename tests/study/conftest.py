@@ -10,9 +10,10 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from PIL import Image
 
 from hprune.contracts.manifest import ManifestRow, sha256_file, write_manifest
 
+T = TypeVar("T")
 PG_BASE = os.environ.get("HPRUNE_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 VARIANTS = ["bk-sdm", "hpp-20", "koala", "original"]
 PROMPTS = [f"p{i:02d}" for i in range(6)]
@@ -298,9 +300,28 @@ def run_cli(*args: str):
 
 
 def free_port() -> int:
+    """A port free a moment ago: another process may take it before a server binds it, so a
+    server in a process of its own starts through :func:`on_a_free_port` (one in this process
+    binds port 0 itself: :func:`serve_in_thread`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """The server could not bind its port: another process took it first (a shared machine)."""
+
+
+def on_a_free_port(start: Callable[[int], T], attempts: int = 5) -> tuple[int, T]:
+    """``(port, start(port))`` for a free port, tried again on another one while ``start``
+    raises :class:`PortTaken`."""
+    for _ in range(attempts):
+        port = free_port()
+        try:
+            return port, start(port)
+        except PortTaken:
+            continue
+    raise AssertionError(f"no free port to serve on after {attempts} attempts")
 
 
 @contextlib.contextmanager
