@@ -93,11 +93,35 @@ def current(request, participant):
     return p, study, trial
 
 
+DELETE = object()
+#: One field of a valid answer changed: what a participant's buggy or tampered page sends.
+one_change = st.tuples(
+    st.sampled_from(["choice", "rating", "rt_ms", "load_ms", "extra"]),
+    st.one_of(st.just(DELETE), any_value),
+)
+
+
+def _valid(trial: dict) -> dict:
+    fields = {"rating": 3} if trial["kind"] == "rating" else {"choice": "left"}
+    return {"rt_ms": 500.0, "load_ms": 20.0, **fields}
+
+
 @FIXTURE_OK
-@given(fields=answer_fields)
-def test_invalid_answers_to_the_current_trial_are_400_without_change(app, current, fields):
-    """The real current trial's id, so that every answer reaches the answer's validation."""
+@given(fields=answer_fields, change=one_change, mode=st.sampled_from(["random", "one change"]))
+def test_invalid_answers_to_the_current_trial_are_400_without_change(
+    app, current, fields, change, mode
+):
+    """The real current trial's id, so that every answer reaches the answer's validation: a
+    random answer, or a valid one with one field changed, each kept only where an independent
+    oracle finds it invalid."""
     p, study, trial = current
+    if mode == "one change":
+        fields = _valid(trial)
+        name, value = change
+        if value is DELETE:
+            fields.pop(name, None)
+        else:
+            fields[name] = value
     body = {"trial": trial["id"], **fields}
     assume(not acceptable(fields, trial))
     before = snapshot(app)
