@@ -13,6 +13,9 @@ environment, then ``overrides`` (tests). Environment variables:
   ``HPRUNE_ENV=development``;
 - ``ADMIN_IDLE_TIMEOUT`` and ``ADMIN_SESSION_LIFETIME`` (``config.py``, timedeltas): when an
   admin's login ends (default 30 minutes unused, 12 hours in all);
+- ``RANDOM_SEED`` (``config.py``, an int; tests and demos only): participants' trial orders
+  derived from it (``study.flow.identity.order_seed``) instead of random, so that a run can be
+  repeated; each participant's seed is stored and exported either way;
 - ``HPRUNE_HTTPS=1``: cookies marked Secure, HSTS; ``HPRUNE_PROXY_HOPS=N``: trust N proxies'
   X-Forwarded-* headers; ``HPRUNE_X_ACCEL_REDIRECT=/internal/prefix``: let nginx send the
   images (docs/hosting.md).
@@ -79,6 +82,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=False,  # check_origin instead (module docstring)
         ANSWER_MAX_BYTES=4096,
         DEMO_NOTE=os.environ.get("HPRUNE_DEMO_NOTE") or None,
+        RANDOM_SEED=None,  # module docstring: never in production
     )
     app.config.from_pyfile("config.py", silent=True)
     app.config.update(overrides or {})

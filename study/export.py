@@ -183,6 +183,8 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
             Participant.viewport_width,
             Participant.viewport_height,
             Participant.user_agent,
+            Participant.order_seed,
+            Participant.criterion_order,
         )
         .join(Study, Study.id == Participant.study_id)
         .join(StudyVersion, StudyVersion.id == Participant.version_id)
@@ -230,6 +232,8 @@ def participants_from_session(session: Session, study_name: str | None) -> pd.Da
                 "viewport_width": person.viewport_width,
                 "viewport_height": person.viewport_height,
                 "device_class": device_class(person.user_agent),
+                "order_seed": person.order_seed,
+                "criterion_order": person.criterion_order,
             }
         )
     frame = pd.DataFrame(rows, columns=participants_contract.COLUMNS)

@@ -39,3 +39,11 @@ def artifacts_dir() -> Path:
     path = REPO_ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    """The test order's seed (pytest-randomly) at the end too, where ``-q`` still shows it:
+    ``pytest -p randomly --randomly-seed=N`` repeats a failing order."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: --randomly-seed={seed}")

@@ -57,7 +57,11 @@ COLUMNS = [
     "viewport_width",
     "viewport_height",
     "device_class",
+    "order_seed",
+    "criterion_order",
 ]
+#: Columns added after the first exports: a file without them reads with them empty.
+LATER_COLUMNS = ("order_seed", "criterion_order")
 INT_COLUMNS = (
     "study_version",
     "trials_answered",
@@ -66,6 +70,7 @@ INT_COLUMNS = (
     "attention_max_failures",
     "viewport_width",
     "viewport_height",
+    "order_seed",
 )
 FLOAT_COLUMNS = ("median_rt_ms",)
 BOOL_COLUMNS = ("simulated", "passed_checks")
@@ -111,11 +116,17 @@ CODEBOOK = {
     "viewport_height": "browser window height at the screen check, CSS pixels",
     "device_class": "mobile (phone or tablet) or desktop, from the browser's user agent; "
     "empty if it sent none",
+    "order_seed": "the seed of every random choice in the participant's session (trial order, "
+    "attention positions, sides): with the study version and the study's state it replays "
+    "their trials (study.flow.planning)",
+    "criterion_order": "the order of the participant's criterion blocks, |-joined; empty "
+    "before their trials were assigned",
 }
 
 
 def typed_participants(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with the contract's columns in order and typed (text as ``string``)."""
+    frame = frame.assign(**{c: pd.NA for c in LATER_COLUMNS if c not in frame.columns})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise UserError(f"the participants lack column(s) {', '.join(missing)}")

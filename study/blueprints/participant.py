@@ -218,6 +218,7 @@ def consent(key: str):
             agree=decision == "agree",
             viewport=(screen[0], screen[1]),
             user_agent=request.user_agent.string,
+            random_seed=current_app.config.get("RANDOM_SEED"),
         )
         if not created.new and not identity.proves(created.participant, who):
             # the same id consented a moment before in another browser

@@ -9,6 +9,10 @@ browser only with proof that the person is the one who started (:func:`proves`):
   Prolific puts in the link of that participant's submission and nowhere public;
 - a lab id (``id=p01``, which others can guess) or an anonymous participant: the resume secret
   created at consent and shown to them once, of which only a SHA-256 hash is stored.
+
+Each participant's ``order_seed`` (stored, and in the participants export) seeds every random
+choice of their session (``study.flow.planning``): their trial order can be replayed from it.
+It is random, unless the app is given a ``RANDOM_SEED`` (tests, demos: :func:`order_seed`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -59,6 +63,16 @@ class Created:
     participant: Participant
     new: bool  # False: someone with the same id consented first, in another browser
     resume_secret: str | None  # lab and anonymous participants, shown to them once
+
+
+def order_seed(random_seed: int | None, who: str) -> int:
+    """A participant's seed: random (62 bits), or with ``random_seed`` derived from it and
+    ``who`` (the participant's entry id, or their place in the study), so that the same
+    arrivals get the same trials on every run, in any study with the same spec and state."""
+    if random_seed is None:
+        return secrets.randbits(62)
+    digest = hashlib.sha256(f"{random_seed}\n{who}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 def newest_version_id(session: Session, study_id: int) -> int:
@@ -105,11 +119,13 @@ def create(
     agree: bool,
     viewport: tuple[int, int],
     user_agent: str | None,
+    random_seed: int | None = None,
 ) -> Created:
     """The participant of ``arrival``, created by their answer on the consent page, with the
     study's newest version (its consent version and time limit). When someone with the same
     id was created first, in another browser, that participant comes back (``new`` False):
-    the caller checks :func:`proves` before binding it."""
+    the caller checks :func:`proves` before binding it. ``random_seed``: see
+    :func:`order_seed`."""
     if study.status != "open":
         raise FlowError(410, CLOSED)
     version_id = newest_version_id(session, study.id)
@@ -124,7 +140,11 @@ def create(
         source=arrival.source,
         prolific_study_id=arrival.prolific_study_id,
         prolific_session_id=arrival.prolific_session_id,
-        order_seed=secrets.randbits(62),
+        order_seed=(
+            secrets.randbits(62)
+            if random_seed is None
+            else order_seed(random_seed, _seed_name(session, study, arrival))
+        ),
         user_agent=(user_agent or "")[:400],
         viewport_width=viewport[0],
         viewport_height=viewport[1],
@@ -154,3 +174,14 @@ def create(
             raise
         return Created(existing, False, None)
     return Created(participant, True, secret)
+
+
+def _seed_name(session: Session, study: Study, arrival: Arrival) -> str:
+    """Who ``arrival`` is for :func:`order_seed`: the entry id, or (anonymous) the number of
+    participants the study had before."""
+    if arrival.external_id is not None:
+        return arrival.external_id
+    count = session.scalar(
+        select(func.count(Participant.id)).where(Participant.study_id == study.id)
+    )
+    return f"anonymous #{count}"

@@ -44,6 +44,9 @@ class Slot:
 #: orders (k! of them) are too many to balance and each participant gets a random one.
 BALANCED_ORDERS_UP_TO = 4
 ORDER_SEPARATOR = "|"
+#: The random stream of the block order, ``[order_seed, BLOCK_ORDER_STREAM]``: no trial
+#: position (the streams of :func:`fill_active`) is ever this large.
+BLOCK_ORDER_STREAM = 2**32 - 1
 
 
 def criterion_order(
@@ -127,8 +130,11 @@ def assign(session: Session, participant: ParticipantRow, cat: Catalogue) -> Non
     spec = cat.spec
     now = utcnow()
     lock_study(session, participant.study_id)
+    # The block order draws from a stream of its own: it depends on the study's state, and
+    # the plan after it then depends on the seed and the order alone (a replay needs no more).
+    order_rng = np.random.default_rng([participant.order_seed, BLOCK_ORDER_STREAM])
+    order = criterion_order(session, participant.study_id, spec, order_rng)
     rng = np.random.default_rng(participant.order_seed)
-    order = criterion_order(session, participant.study_id, spec, rng)
     change(session, participant, criterion_order=ORDER_SEPARATOR.join(order))
     slots = plan(spec, rng, order)
     presentation = "rating" if spec.kind == "rating" else "pair"

@@ -47,6 +47,8 @@ def person(**overrides) -> dict:
         "viewport_width": 1280,
         "viewport_height": 900,
         "device_class": "desktop",
+        "order_seed": 2**62 - 1,  # the largest seed a participant gets
+        "criterion_order": "quality|alignment",
     }
     return {**row, **overrides}
 
@@ -55,6 +57,7 @@ def idle() -> dict:
     """Arrived, never consented: most columns are empty."""
     empty = dict.fromkeys(["outcome", "completion_code", "consented_at", "finished_at"])
     empty |= dict.fromkeys(["median_rt_ms", "viewport_width", "viewport_height"])
+    empty |= dict.fromkeys(["criterion_order"])
     return person(participant="p-000000000002", source="anonymous", prolific_pid=None,
                   prolific_study_id=None, prolific_session_id=None, trials_answered=0,
                   attention_answered=0, device_class=None, **empty)  # fmt: skip
@@ -81,6 +84,7 @@ def test_round_trip_keeps_values_types_and_empties(tmp_path) -> None:
     assert first["prolific_pid"] == "PID1" and bool(first["passed_checks"]) is True
     assert first["arrived_at"] == pd.Timestamp("2025-01-02T03:04:05.678", tz="UTC")
     assert first["median_rt_ms"] == 812.5 and first["trials_answered"] == 9
+    assert first["order_seed"] == 2**62 - 1 and first["criterion_order"] == "quality|alignment"
     assert str(frame["trials_answered"].dtype) == "Int64"
     for column in ("outcome", "completion_code", "prolific_pid", "device_class"):
         assert pd.isna(second[column]), column
@@ -88,6 +92,15 @@ def test_round_trip_keeps_values_types_and_empties(tmp_path) -> None:
     assert str(frame["passed_checks"].dtype) == "boolean"
     assert frame.equals(read_participants(tmp_path / PARTICIPANTS_PARQUET))
     assert frame.equals(validate_participants(written))
+
+
+def test_an_export_from_before_the_seed_columns_reads_with_them_empty(tmp_path) -> None:
+    path = write_participants(pd.DataFrame([person()]), tmp_path)
+    old = pd.read_csv(path, dtype=str).drop(columns=["order_seed", "criterion_order"])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    frame = read_participants(tmp_path / "old.csv")
+    assert list(frame.columns) == COLUMNS
+    assert pd.isna(frame.iloc[0]["order_seed"]) and pd.isna(frame.iloc[0]["criterion_order"])
 
 
 def test_ids_that_look_like_formulas_are_text_in_the_csv_and_verbatim_elsewhere(tmp_path) -> None:

@@ -10,9 +10,10 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from PIL import Image
 
 from hprune.contracts.manifest import ManifestRow, sha256_file, write_manifest
 
+T = TypeVar("T")
 PG_BASE = os.environ.get("HPRUNE_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 VARIANTS = ["bk-sdm", "hpp-20", "koala", "original"]
 PROMPTS = [f"p{i:02d}" for i in range(6)]
@@ -101,25 +103,39 @@ def db_url(request, tmp_path_factory) -> Iterator[str]:
         yield url
 
 
+#: The test app's ``RANDOM_SEED``: every participant's trials follow from it and their entry id
+#: (``study.flow.identity.order_seed``), so a failing session can be replayed.
+RANDOM_SEED = 20261204
+
+
 @pytest.fixture(scope="session")
 def instance_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("instance")
-    os.environ["HPRUNE_INSTANCE"] = str(path)
-    return path
+    """The study tests' instance folder (``HPRUNE_INSTANCE`` during each study test only)."""
+    return tmp_path_factory.mktemp("instance")
+
+
+@pytest.fixture(autouse=True)
+def _instance_env(instance_dir, monkeypatch) -> None:
+    """``HPRUNE_INSTANCE`` names the tests' instance folder during each study test, and is
+    restored afterwards: no command run in-process touches the checkout's own instance."""
+    monkeypatch.setenv("HPRUNE_INSTANCE", str(instance_dir))
 
 
 @pytest.fixture(scope="session")
 def app(db_url, instance_dir, tmp_path_factory):
     from study.app import create_app
 
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": db_url,
-            "MEDIA_DIR": str(tmp_path_factory.mktemp("media")),
-            "SECRET_KEY": "test-secret",
-        }
-    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HPRUNE_INSTANCE", str(instance_dir))
+        app = create_app(
+            {
+                "TESTING": True,
+                "DATABASE_URL": db_url,
+                "MEDIA_DIR": str(tmp_path_factory.mktemp("media")),
+                "SECRET_KEY": "test-secret",
+                "RANDOM_SEED": RANDOM_SEED,
+            }
+        )
     yield app
     app.extensions["hprune_db"].dispose()
 
@@ -222,21 +238,29 @@ def answer_for(trial: dict, rng: np.random.Generator) -> dict:
     return {"rating": int(rng.integers(1, 6))}
 
 
-def attentive(app, rng=None):
-    """A pick that answers gold trials as an attentive person would (the stored expectation,
-    which a person reads off the images) and every other trial at random."""
+def gold_answer(app, trial_id: str) -> str | None:
+    """The stored expectation of a gold trial ("left", "right" or "<=2"), None for others."""
     from sqlalchemy import select
 
     from study.models import Trial
 
+    with app.extensions["hprune_db"].read() as db:
+        return db.scalar(select(Trial.expected).where(Trial.public_id == trial_id))
+
+
+def attentive(app, rng=None, *, correct: bool = True):
+    """A pick that answers gold trials as an attentive person would (the stored expectation,
+    which a person reads off the images), or with ``correct`` False exactly wrongly, and every
+    other trial at random."""
     rng = rng or np.random.default_rng(0)
 
     def pick(trial: dict) -> dict:
-        with app.extensions["hprune_db"].read() as db:
-            expected = db.scalar(select(Trial.expected).where(Trial.public_id == trial["id"]))
+        expected = gold_answer(app, trial["id"])
         if expected == "<=2":  # a broken image to rate
-            return {"rating": 1}
-        return {"choice": expected} if expected else answer_for(trial, rng)
+            return {"rating": 1 if correct else 5}
+        if expected is None:
+            return answer_for(trial, rng)
+        return {"choice": expected if correct else {"left": "right", "right": "left"}[expected]}
 
     return pick
 
@@ -276,9 +300,28 @@ def run_cli(*args: str):
 
 
 def free_port() -> int:
+    """A port free a moment ago: another process may take it before a server binds it, so a
+    server in a process of its own starts through :func:`on_a_free_port` (one in this process
+    binds port 0 itself: :func:`serve_in_thread`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """The server could not bind its port: another process took it first (a shared machine)."""
+
+
+def on_a_free_port(start: Callable[[int], T], attempts: int = 5) -> tuple[int, T]:
+    """``(port, start(port))`` for a free port, tried again on another one while ``start``
+    raises :class:`PortTaken`."""
+    for _ in range(attempts):
+        port = free_port()
+        try:
+            return port, start(port)
+        except PortTaken:
+            continue
+    raise AssertionError(f"no free port to serve on after {attempts} attempts")
 
 
 @contextlib.contextmanager
@@ -286,7 +329,7 @@ def serve_in_thread(app) -> Iterator[str]:
     """The app on a real HTTP server (werkzeug, threaded) on a free loopback port."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)  # the port the system gives
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -20,7 +20,9 @@ FIXTURE_OK = settings(
 def snapshot(app) -> tuple:
     """Everything an answer or an arrival could change."""
     with app.extensions["hprune_db"].read() as s:
-        answers = s.execute(select(Answer.trial_id, Answer.choice, Answer.rating)).all()
+        answers = s.execute(
+            select(Answer.trial_id, Answer.choice, Answer.rating, Answer.rt_ms, Answer.passed)
+        ).all()
         people = s.execute(select(Participant.id, Participant.phase, Participant.outcome)).all()
         trials = s.scalar(select(func.count(Trial.id)))
         studies = s.execute(select(Study.id, Study.status)).all()
@@ -44,30 +46,137 @@ def _assert_clean_4xx(response, *statuses):
     assert message and "Traceback" not in message
 
 
+any_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.sampled_from([0, 1, 2, 3, 4, 5, 6, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=3),
+    st.sampled_from(["left", "right", "tie", "up", "LEFT", "3", ""]),
+)
 answer_fields = st.dictionaries(
-    st.sampled_from(["trial", "choice", "rating", "rt_ms", "extra"]),
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-(10**12), 10**12),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.text(max_size=40),
-        st.lists(st.integers(), max_size=3),
-        st.sampled_from(["left", "right", "tie", "up"]),
-    ),
+    st.sampled_from(["choice", "rating", "rt_ms", "load_ms", "extra"]), any_value
+)
+MAX_MS = 24 * 3600 * 1000
+
+
+def _duration(value) -> bool:
+    return type(value) in (int, float) and 0 <= value < MAX_MS
+
+
+def acceptable(fields: dict, trial: dict) -> bool:
+    """Whether ``fields`` answer ``trial`` validly (docs/study-api.md), decided independently
+    of the server: a pair trial takes a choice (tie only where offered), a rating trial a
+    whole number on its scale, both a response time, perhaps a loading time, nothing else."""
+    if set(fields) - {"choice", "rating", "rt_ms", "load_ms"} or not _duration(fields.get("rt_ms")):
+        return False
+    if fields.get("load_ms") is not None and not _duration(fields["load_ms"]):
+        return False
+    choice, rating = fields.get("choice"), fields.get("rating")
+    if trial["kind"] == "rating":
+        scale = range(trial["scale"]["min"], trial["scale"]["max"] + 1)
+        return choice is None and type(rating) is int and rating in scale
+    sides = ("left", "right", "tie") if trial["tie"] else ("left", "right")
+    return rating is None and isinstance(choice, str) and choice in sides
+
+
+@pytest.fixture(params=["pair, no ties", "rating"])
+def current(request, participant):
+    """A participant at their first trial (marked shown), in a pair study without ties or a
+    rating study: (client, study, the current trial)."""
+    spec = {"tie": False} if request.param == "pair, no ties" else {"kind": "rating", "tie": False}
+    p, study = participant(**spec)
+    trial = p.start(pid="PID-fuzz")["trial"]
+    assert trial["kind"] == ("rating" if request.param == "rating" else "pair")
+    return p, study, trial
+
+
+DELETE = object()
+#: One field of a valid answer changed: what a participant's buggy or tampered page sends.
+one_change = st.tuples(
+    st.sampled_from(["choice", "rating", "rt_ms", "load_ms", "extra"]),
+    st.one_of(st.just(DELETE), any_value),
 )
 
 
+def _valid(trial: dict) -> dict:
+    fields = {"rating": 3} if trial["kind"] == "rating" else {"choice": "left"}
+    return {"rt_ms": 500.0, "load_ms": 20.0, **fields}
+
+
 @FIXTURE_OK
-@given(fields=answer_fields)
-def test_malformed_answers_are_rejected_without_change(app, started, fields):
-    p, study, _ = started
+@given(fields=answer_fields, change=one_change, mode=st.sampled_from(["random", "one change"]))
+def test_invalid_answers_to_the_current_trial_are_400_without_change(
+    app, current, fields, change, mode
+):
+    """The real current trial's id, so that every answer reaches the answer's validation: a
+    random answer, or a valid one with one field changed, each kept only where an independent
+    oracle finds it invalid."""
+    p, study, trial = current
+    if mode == "one change":
+        fields = _valid(trial)
+        name, value = change
+        if value is DELETE:
+            fields.pop(name, None)
+        else:
+            fields[name] = value
+    body = {"trial": trial["id"], **fields}
+    assume(not acceptable(fields, trial))
     before = snapshot(app)
     response = p.client.post(
-        f"/api/s/{study.key}/answer", json=fields, headers={"X-CSRFToken": p.csrf}
+        f"/api/s/{study.key}/answer", json=body, headers={"X-CSRFToken": p.csrf}
     )
-    _assert_clean_4xx(response)
+    _assert_clean_4xx(response, 400)
     assert snapshot(app) == before
+
+
+PAIR_REFUSALS = [
+    ({"choice": "tie"}, "The choice must be one of: left, right."),  # ties are off
+    ({"choice": "up"}, "The choice must be one of: left, right."),
+    ({"choice": "LEFT"}, "The choice must be one of: left, right."),
+    ({"choice": True}, "The choice must be left, right or tie."),
+    ({"choice": 1}, "The choice must be left, right or tie."),
+    ({"rating": 3}, "This trial needs a choice (left or right), not a rating."),
+    ({"choice": "left", "rating": 3}, "This trial needs a choice (left or right), not a rating."),
+    ({}, "This trial needs a choice (left or right), not a rating."),
+]
+RATING_REFUSALS = [
+    ({"rating": 0}, "The rating must be one of [1, 2, 3, 4, 5]."),
+    ({"rating": 6}, "The rating must be one of [1, 2, 3, 4, 5]."),
+    ({"rating": -1}, "The rating must be one of [1, 2, 3, 4, 5]."),
+    ({"rating": 10**6}, "The rating must be one of [1, 2, 3, 4, 5]."),
+    ({"rating": 2.5}, "The rating must be a whole number."),
+    ({"rating": 3.0}, "The rating must be a whole number."),
+    ({"rating": "3"}, "The rating must be a whole number."),
+    ({"rating": True}, "The rating must be a whole number."),
+    ({"rating": False}, "The rating must be a whole number."),
+    ({"rating": [3]}, "The rating must be a whole number."),
+    ({"choice": "left"}, "This trial needs a rating, not a choice."),
+    ({"choice": "left", "rating": 3}, "This trial needs a rating, not a choice."),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "message"),
+    [("pair", f, m) for f, m in PAIR_REFUSALS] + [("rating", f, m) for f, m in RATING_REFUSALS],
+)
+def test_each_invalid_answer_is_400_with_its_message_and_changes_nothing(
+    app, participant, kind, fields, message
+):
+    """Then the same trial takes a valid answer: the refusals were the validation's."""
+    p, _ = participant(tie=False, **({"kind": "rating"} if kind == "rating" else {}))
+    trial = p.start(pid="PID-refused")["trial"]
+    assert not acceptable({"rt_ms": 500.0, **fields}, trial)
+    before = snapshot(app)
+    response = p.answer(trial["id"], **fields)
+    assert (response.status_code, response.get_json()) == (400, {"error": message})
+    assert snapshot(app) == before
+    valid = {"rating": 1} if kind == "rating" else {"choice": "right"}
+    accepted = p.answer(trial["id"], **valid)
+    assert accepted.status_code == 200 and accepted.get_json()["status"] == "recorded"
+    assert snapshot(app) != before
 
 
 @FIXTURE_OK

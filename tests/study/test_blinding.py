@@ -6,6 +6,7 @@ as often as chance predicts."""
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import secrets
 import zlib
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from hprune.contracts.manifest import METADATA_CHUNKS, png_chunk_types, read_manifest
+from study.importer import BROKEN_VARIANT
 from study.models import Participant, Stimulus, Study, Trial
 from tests.study.conftest import Participant as Client
 from tests.study.conftest import run_through, serve_in_thread
@@ -335,3 +337,108 @@ def test_a_bot_that_never_looks_fails_attention_checks_at_chance(app, make_study
         lines.append(f"{check}: passed {binomial_summary(k, n, 0.5)}")
         assert binomtest(k, n, 0.5).pvalue > 1e-3, lines[-1]
     (artifacts_dir / "blinding-bot.txt").write_text("\n".join(lines) + "\n")
+
+
+# --- the image tokens, structurally ---------------------------------------------------------
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def prefix_sharing(tokens_by_group: dict[str, list[str]]) -> tuple[float, float, int, int]:
+    """Mean common-prefix length of two tokens of the same group and of different groups, the
+    longest common prefix within a group, and the number of pairs within groups."""
+    within, across = [], []
+    groups = sorted(tokens_by_group)
+    for i, g in enumerate(groups):
+        mine = tokens_by_group[g]
+        for a, b in itertools.combinations(mine, 2):
+            within.append(common_prefix(a, b))
+        for h in groups[i + 1 :]:
+            across += [common_prefix(a, b) for a in mine for b in tokens_by_group[h]]
+    return float(np.mean(within)), float(np.mean(across)), max(within), len(within)
+
+
+def test_image_tokens_and_urls_say_nothing_and_gold_sides_are_balanced(app, make_study):
+    """Every token (the stimuli's stored names, the per-trial URLs) has one length and one
+    alphabet, shares no more of its beginning with tokens of the same variant than with
+    others', a gold trial's URLs look like any other's, and the broken image is on the left
+    about half the time (participants seeded by the test app's RANDOM_SEED: deterministic)."""
+    study = make_study(
+        trials_per_criterion=4,
+        practice_trials=1,
+        attention={"broken": 2, "repeat": 1, "max_failures": 100},
+    )
+    walked: list[tuple[str, str]] = []  # (trial id, image URL) as the API sent them
+    for i in range(60):
+        p = Client(app.test_client(), study.key)
+        body = p.start(pid=f"PIDtok{i:02d}")
+        while i < 8 and body["phase"] == "trials":  # a few all the way through the API
+            walked += [(body["trial"]["id"], url) for url in body["trial"]["images"].values()]
+            body = p.answer(body["trial"]["id"], choice="left").get_json()
+    left, right = aliased(Stimulus), aliased(Stimulus)
+    with app.extensions["hprune_db"].read() as s:
+        trials = s.execute(
+            select(
+                Trial.public_id, Trial.check, Trial.expected, Trial.left_token, Trial.right_token,
+                left.variant, right.variant,
+            )
+            .join(Participant, Participant.id == Trial.participant_id)
+            .join(Study, Study.id == Participant.study_id)
+            .join(left, left.id == Trial.left_id)
+            .join(right, right.id == Trial.right_id)
+            .where(Study.public_key == study.key)
+        ).all()  # fmt: skip
+        stimuli = s.execute(
+            select(Stimulus.token, Stimulus.variant)
+            .join(Study, Study.id == Stimulus.study_id)
+            .where(Study.public_key == study.key)
+        ).all()
+    assert len(trials) == 60 * 8
+
+    by_variant: dict[str, list[str]] = {}
+    for *_, lt, rt, lv, rv in trials:
+        by_variant.setdefault(lv, []).append(lt)
+        by_variant.setdefault(rv, []).append(rt)
+    stored: dict[str, list[str]] = {}
+    for token, variant in stimuli:
+        stored.setdefault(variant, []).append(token)
+    assert BROKEN_VARIANT in by_variant and BROKEN_VARIANT in stored
+    for name, groups in (("trial", by_variant), ("stimulus", stored)):
+        tokens = [t for ts in groups.values() for t in ts]
+        assert len({len(t) for t in tokens}) == 1, f"{name} tokens differ in length"
+        assert all(TOKEN_RE.fullmatch(t) for t in tokens), f"{name} tokens outside base64url"
+        assert len(set(tokens)) == len(tokens)
+        within, across, longest, pairs = prefix_sharing(groups)
+        # random tokens: both about 1/63 (a first character in common now and then), give or
+        # take far less than the margin; a prefix per variant makes the first its length
+        assert within <= across + max(0.01, 2 / pairs**0.5), (name, within, across, pairs)
+        assert longest <= 6, (name, longest)
+
+    # a gold trial's URLs: the same form and length as every other trial's
+    checks = {t.public_id: t.check for t in trials}
+    shapes = {
+        (checks[trial_id] == "broken", len(url), re.sub(r"[A-Za-z0-9_-]", "x", url))
+        for trial_id, url in walked
+    }
+    assert {gold for gold, *_ in shapes} == {True, False}
+    assert len({shape[1:] for shape in shapes}) == 1, shapes
+    assert all(re.fullmatch(r"/i/[A-Za-z0-9_-]{22}", url) for _, url in walked)
+
+    # the broken image is on the left about half the time
+    gold = [t for t in trials if t.check == "broken"]
+    broken_left = sum(t.expected == "right" for t in gold)  # expected: the intact side
+    assert len(gold) == 120 and all(BROKEN_VARIANT in (t[5], t[6]) for t in gold)
+    from scipy.stats import binomtest
+
+    assert binomtest(broken_left, len(gold), 0.5).pvalue > 0.01, binomial_summary(
+        broken_left, len(gold), 0.5
+    )

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from study.models import Answer, Participant, Study, Trial
 from tests.conftest import REPO_ROOT
-from tests.study.conftest import free_port
+from tests.study.conftest import PortTaken, on_a_free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,10 @@ def _gunicorn(app, port: int) -> subprocess.Popen:
             except requests.RequestException:
                 time.sleep(0.05)
             if process.poll() is not None:
-                raise AssertionError(process.stderr.read().decode())
+                log = process.stderr.read().decode()
+                if "Connection in use" in log:  # another process took the port first
+                    raise PortTaken(port)
+                raise AssertionError(log)
         raise AssertionError("gunicorn did not start")
     except BaseException:
         _kill(process)
@@ -100,9 +103,8 @@ class Worker(threading.Thread):
 
 def test_kill_minus_nine_under_load_loses_no_acknowledged_answer(app, make_study):
     study = make_study(trials_per_criterion=40, practice_trials=0, attention={})
-    port = free_port()
+    port, server = on_a_free_port(lambda free: _gunicorn(app, free))
     base = f"http://127.0.0.1:{port}"
-    server = _gunicorn(app, port)
     try:
         workers = [Worker(base, study.key, f"PIDk{i}") for i in range(6)]
         for w in workers:

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from study.models import Answer, Participant, Study
-from tests.study.conftest import free_port, serve_in_thread
+from tests.study.conftest import PortTaken, on_a_free_port, serve_in_thread
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -72,7 +72,10 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"nginx exited: {log.read_text() if log.exists() else ''}")
+            text = log.read_text() if log.exists() else ""
+            if "Address already in use" in text:  # another process took the port first
+                raise PortTaken(port)
+            pytest.fail(f"nginx exited: {text}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
@@ -90,15 +93,24 @@ def nginx(upstream: str, media: Path, folder: Path) -> Iterator[str]:
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True,
     )  # fmt: skip
-    port = free_port()
-    config = folder / "nginx.conf"
-    config.write_text(nginx_config(port, upstream, media, cert, key, folder))
-    process = subprocess.Popen(
-        [NGINX, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+
+    def start(port: int) -> subprocess.Popen:
+        config = folder / "nginx.conf"
+        config.write_text(nginx_config(port, upstream, media, cert, key, folder))
+        process = subprocess.Popen(
+            [NGINX, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _wait_for_port(port, process, folder / "error.log")
+        except BaseException:
+            process.terminate()
+            process.wait(10)
+            raise
+        return process
+
+    port, process = on_a_free_port(start)
     try:
-        _wait_for_port(port, process, folder / "error.log")
         yield f"https://127.0.0.1:{port}"
     finally:
         process.terminate()

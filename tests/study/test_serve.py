@@ -12,13 +12,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.study.conftest import free_port, run_cli
+from tests.study.conftest import PortTaken, on_a_free_port, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -70,6 +70,42 @@ def answers(url: str) -> bool:
     return False
 
 
+#: What a server started by these tests says when another process took its port first.
+SERVE_BUSY = "cannot serve on 127.0.0.1:{port}"  # hprune study serve
+DEMO_BUSY = "port {port} is in use"  # demo/serve_demo.sh
+
+
+def serving(
+    command: Callable[[int], list[str]],
+    env: dict,
+    log: Path,
+    busy: str = SERVE_BUSY,
+    cwd: Path = ROOT,
+    timeout: float = 120.0,
+) -> tuple[int, contextlib.ExitStack]:
+    """``command(port)`` started on a free port and answering ``/healthz`` (on another port
+    when the one chosen was taken before the server bound it, as its log's ``busy`` line
+    says): the port, and the stack that stops the server."""
+
+    def start(port: int) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        process = stack.enter_context(started(command(port), env, log, cwd=cwd))
+        try:
+            url = f"http://127.0.0.1:{port}/healthz"
+            wait_until(lambda: process.poll() is not None or answers(url), log.name, timeout)
+            if process.poll() is not None:
+                text = log.read_text()
+                if busy.format(port=port) in text:
+                    raise PortTaken(port)
+                raise AssertionError(text)
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    return on_a_free_port(start)
+
+
 def test_serve_on_a_busy_port_says_so_before_serving_on(app, monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "test-secret")
     with socket.socket() as busy:
@@ -88,26 +124,25 @@ def test_two_servers_keep_their_own_gunicorn_control_sockets(tmp_path):
     it over, and stopping it removed the first one's."""
     from gunicorn.ctl.client import ControlClient
 
-    servers = {}
+    envs = {}
     for name in ("a", "b"):
-        instance = tmp_path / name
-        env = hprune_env(instance)
-        subprocess.run([BIN / "hprune", "study", "init"], env=env, cwd=ROOT, check=True,
+        envs[name] = hprune_env(tmp_path / name)
+        subprocess.run([BIN / "hprune", "study", "init"], env=envs[name], cwd=ROOT, check=True,
                        capture_output=True)  # fmt: skip
-        servers[name] = (instance, env, free_port())
 
     def listeners(path: Path) -> str:
         with ControlClient(str(path), timeout=10) as client:
             return str(client.send_command("show listeners"))
 
-    (a_dir, a_env, a_port), (b_dir, b_env, b_port) = servers["a"], servers["b"]
     serve = [str(BIN / "hprune"), "study", "serve", "--workers", "1", "--threads", "1", "--port"]
-    a_socket, b_socket = a_dir / f"gunicorn-{a_port}.ctl", b_dir / f"gunicorn-{b_port}.ctl"
-    with started([*serve, str(a_port)], a_env, tmp_path / "a.log"):
-        wait_until(lambda: answers(f"http://127.0.0.1:{a_port}/healthz"), "server a")
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_port, a_server = serving(lambda port: [*serve, str(port)], envs["a"], tmp_path / "a.log")
+    with a_server:
+        a_socket = a_dir / f"gunicorn-{a_port}.ctl"
         wait_until(a_socket.exists, "a's control socket")
-        with started([*serve, str(b_port)], b_env, tmp_path / "b.log"):
-            wait_until(lambda: answers(f"http://127.0.0.1:{b_port}/healthz"), "server b")
+        b_port, b_server = serving(lambda port: [*serve, str(port)], envs["b"], tmp_path / "b.log")
+        with b_server:
+            b_socket = b_dir / f"gunicorn-{b_port}.ctl"
             wait_until(b_socket.exists, "b's control socket")
             assert str(b_port) in listeners(b_socket) and str(b_port) not in listeners(a_socket)
         assert str(a_port) in listeners(a_socket)  # b has stopped; a's socket is a's still
@@ -124,12 +159,13 @@ def test_make_demo_never_touches_a_running_demo(tmp_path):
     """Was: a second `make demo` reset the admin password, then failed on the busy port,
     locking the running demo's admin out."""
     instance = tmp_path / "demo"
-    port = free_port()
-    env = hprune_env(instance, HPRUNE=str(BIN / "hprune"), DEMO_PORT=str(port))
+    env = hprune_env(instance, HPRUNE=str(BIN / "hprune"))
     demo = ["bash", str(ROOT / "demo" / "serve_demo.sh")]
     log = tmp_path / "first.log"
-    with started(demo, env, log):
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the demo", 300)
+    on = lambda free: ["env", f"DEMO_PORT={free}", *demo]  # noqa: E731
+    port, first = serving(on, env, log, DEMO_BUSY, timeout=300)
+    env["DEMO_PORT"] = str(port)
+    with first:
         text = log.read_text()
         password = re.search(r"temporary password (\S+)", text)[1]
         assert f"export HPRUNE_INSTANCE={instance}" in text
@@ -145,10 +181,8 @@ def test_make_demo_never_touches_a_running_demo(tmp_path):
         assert f"DEMO_PORT={port + 1} make demo" in again.stderr
         assert _password_hash(instance) == before
 
-        other = free_port()
-        beside = dict(env, DEMO_PORT=str(other))
-        with started(demo, beside, tmp_path / "second.log"):
-            wait_until(lambda: answers(f"http://127.0.0.1:{other}/healthz"), "the second demo")
+        _, beside = serving(on, env, tmp_path / "second.log", DEMO_BUSY)
+        with beside:
             second = (tmp_path / "second.log").read_text()
             assert "the password you chose" in second and "temporary password" not in second
         assert _password_hash(instance) == before
