@@ -15,10 +15,15 @@ its output already exists, so an interrupted run continues where it stopped)::
     quantize       NF4 of the original and of the paper's two released configurations
     render         every variant on the held-out prompts at several seeds
     score          mini-GenEval and SSIM to the original's image of the same prompt and seed
-    profile        parameters, weight bytes and CPU latency per image
+    profile        parameters, weight bytes and CPU latency of one step, each model alone
+    latency        image latency of every variant, interleaved in one process (``mini.latency``)
 
-``write_report`` turns the outputs into ``docs/mini-results.md`` (a table shaped like the
-paper's) and the block x component contribution heatmaps.
+The headline variants are distilled a second time from another seed (``-s1``), so the
+table shows seed-to-seed variation. ``run_steps`` records each step's and each stage's
+wall time in ``timings.json``. ``write_report`` turns the outputs into
+``docs/mini-results.md``: the table shaped like the paper's with a 95% bootstrap interval
+per mini-GenEval, the paper's claims as paired tests over prompt x seed with Holm's
+correction (``mini.stats``), the timings, and the block x component contribution heatmaps.
 """
 
 from __future__ import annotations
@@ -26,13 +31,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generation.mini import EVALUATION_PROMPTS
 from generation.mini.teacher import RENDER_OPTIONS, TEACHER_DIR
-from generation.shapes_world.shapes import CATEGORIES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -44,8 +49,8 @@ class PaperConfig:
     teacher: Path = TEACHER_DIR
     work: Path = Path("runs/mini-paper")
     prompts: Path = EVALUATION_PROMPTS
-    eval_seeds: str = "0-1"
-    eval_per_category: int | None = 4  # None: every held-out prompt
+    eval_seeds: str = "0-3"
+    eval_per_category: int | None = None  # None: every held-out prompt (84)
     contrib_per_category: int = 2
     contrib_seeds: str = "0"
     moderate: float = 0.8  # fraction of the transformer's parameters kept
@@ -61,6 +66,16 @@ class PaperConfig:
     distill_lr: float = 5e-4
     lambda_feat: float = 1e-4
     profile_repeats: int = 5
+    latency_repeats: int = 9
+    # distilled again from seed 1 (as ``<name>-s1``): the headline comparisons' variants
+    second_seed: tuple[str, ...] = (
+        "hpp-20-pwp",
+        "hpp-30-pwp-sgd",
+        "bk-sdm-30-kd",
+        "koala-30-kd",
+    )
+    bootstrap_rounds: int = 2000
+    permutation_rounds: int = 20_000
     render: dict = field(default_factory=lambda: dict(RENDER_OPTIONS))
 
 
@@ -128,7 +143,18 @@ def variants(config: PaperConfig) -> list[PaperVariant]:
                         f"{method}-30-kd-nf4", f"{name} + KD + NF4", pct, m / f"{method}-30-kd-nf4"
                     )
                 )
+    by_name = {row.name: row for row in rows}
+    for name in config.second_seed:
+        row = by_name[name]
+        rows.append(
+            PaperVariant(f"{name}-s1", f"{row.label} (seed 1)", row.level, m / f"{name}-s1")
+        )
     return rows
+
+
+def _seed_of(name: str) -> str:
+    """The seed-0 variant a ``-s1`` variant repeats (itself otherwise)."""
+    return name.removesuffix("-s1")
 
 
 def plan(config: PaperConfig) -> list[Step]:
@@ -218,6 +244,11 @@ def plan(config: PaperConfig) -> list[Step]:
             if weighting == "inverse":
                 args += ("--contrib", contrib)
             steps.append(Step(f"distill-{name}", (*args, "--out", str(m / name)), m / name))
+            if name in config.second_seed:
+                again = m / f"{name}-s1"
+                steps.append(
+                    Step(f"distill-{name}-s1", (*args, "--seed", "1", "--out", str(again)), again)
+                )
     for source, name in (
         (str(config.teacher), "original-nf4"),
         (str(m / "hpp-20-pwp"), "hpp-20-pwp-nf4"),
@@ -251,6 +282,8 @@ def plan(config: PaperConfig) -> list[Step]:
         )
     )  # fmt: skip
     for variant in variants(config):
+        if _seed_of(variant.name) != variant.name:
+            continue  # the same architecture as its seed-0 twin: the same parameters and bytes
         out = w / "profiles" / f"{variant.name}.json"
         steps.append(
             Step(
@@ -262,6 +295,14 @@ def plan(config: PaperConfig) -> list[Step]:
                 out,
             )
         )  # fmt: skip
+    steps.append(
+        Step(
+            "latency",
+            ("mini", "latency", "--variants", str(w / "variants.yaml"),
+             "--repeats", str(config.latency_repeats), "--out", str(w / "latency.json")),
+            w / "latency.json",
+        )
+    )  # fmt: skip
     return steps
 
 
@@ -283,36 +324,48 @@ def write_variants_yaml(path: Path, rows: Sequence[PaperVariant], render: dict) 
     atomic_write_text(path, yaml.safe_dump(entries, sort_keys=False))
 
 
-def run_step(step: Step, *, echo=print, log: Path | None = None, env: dict | None = None) -> None:
-    """Run one ``hprune`` command in a subprocess unless its output exists already.
+def run_step(
+    step: Step, *, echo=print, log: Path | None = None, env: dict | None = None
+) -> float | None:
+    """Run one ``hprune`` command in a subprocess unless its output exists already; its wall
+    seconds (None when skipped).
 
     With ``log`` the command's output goes to that file (parallel steps would interleave).
     """
     if step.output.exists():
         echo(f"[skip] {step.name}: {step.output} exists")
-        return
+        return None
     command = [sys.executable, "-m", "hprune.cli", *step.args]
     echo(f"[run]  hprune {' '.join(step.args)}")
+    start = time.perf_counter()
     if log is None:
         subprocess.run(command, check=True, env=env)
-        return
+        return time.perf_counter() - start
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as f:
         done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode:
         raise RuntimeError(f"step {step.name} failed (exit {done.returncode}); see {log}")
+    return time.perf_counter() - start
 
 
 # Steps of one stage never read each other's output; a stage starts when the last one ends.
-STAGES = ("data", "contrib", "prune", "distill", "quantize", "render", "score", "profile")
+STAGES = (
+    "data", "contrib", "prune", "distill", "quantize", "render", "score", "profile", "latency",
+)  # fmt: skip
+SOLO_STAGES = ("profile", "latency")  # timings: each runs alone, as a user would
 
 
 def _stage(step: Step) -> int:
     return STAGES.index(step.name.removeprefix("demo-").split("-")[0])
 
 
-def run_steps(steps: Sequence[Step], *, jobs: int = 1, logs: Path, echo=print) -> None:
-    """Run ``steps`` stage by stage, up to ``jobs`` steps of a stage at once.
+def run_steps(
+    steps: Sequence[Step], *, jobs: int = 1, logs: Path, echo=print, timings: Path | None = None
+) -> dict:
+    """Run ``steps`` stage by stage, up to ``jobs`` steps of a stage at once; the wall
+    seconds of each step run and of each stage, merged into ``timings`` (JSON) when given,
+    so a resumed chain keeps the timings of the steps it skips.
 
     The chain's models are small, and a small model's step is mostly per-operation
     overhead that a second torch thread barely shortens; two one-thread processes side by
@@ -323,24 +376,42 @@ def run_steps(steps: Sequence[Step], *, jobs: int = 1, logs: Path, echo=print) -
     from concurrent.futures import ThreadPoolExecutor
     from itertools import groupby
 
-    if jobs <= 1:
-        for step in steps:
-            run_step(step, echo=echo)
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    from hprune.fileio import atomic_write_text
+
+    record = {"steps": {}, "stages": {}, "jobs": jobs}
+    if timings is not None and timings.exists():
+        record = {**record, **json.loads(timings.read_text()), "jobs": jobs}
+
+    def note(stage: str, start: float, seconds: dict[str, float | None]) -> None:
+        ran = {name: s for name, s in seconds.items() if s is not None}
+        record["steps"].update(ran)
+        if ran:
+            record["stages"][stage] = time.perf_counter() - start
+        if timings is not None:
+            atomic_write_text(timings, json.dumps(record, indent=2) + "\n")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else None
     ordered = sorted(steps, key=_stage)  # stable: plan order within a stage
-    with ThreadPoolExecutor(jobs) as pool:
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
         for stage, group in groupby(ordered, key=_stage):
-            if STAGES[stage] == "profile":  # timings: each runs alone, as a user would
-                for step in group:
-                    run_step(step, echo=echo, log=logs / f"{step.name}.log")
-                continue
-            futures = [
-                pool.submit(run_step, step, echo=echo, log=logs / f"{step.name}.log", env=env)
-                for step in group
-            ]
-            for future in futures:
-                future.result()
+            group, start = list(group), time.perf_counter()
+            if jobs <= 1:
+                seconds = {step.name: run_step(step, echo=echo) for step in group}
+            elif STAGES[stage] in SOLO_STAGES:
+                seconds = {
+                    step.name: run_step(step, echo=echo, log=logs / f"{step.name}.log")
+                    for step in group
+                }
+            else:
+                futures = {
+                    step.name: pool.submit(
+                        run_step, step, echo=echo, log=logs / f"{step.name}.log", env=env
+                    )
+                    for step in group
+                }
+                seconds = {name: future.result() for name, future in futures.items()}
+            note(STAGES[stage], start, seconds)
+    return record
 
 
 def run(
@@ -354,7 +425,9 @@ def run(
         for step in plan(config)
         if not only or any(step.name.startswith(prefix) for prefix in only)
     ]
-    run_steps(steps, jobs=jobs, logs=config.work / "logs", echo=echo)
+    run_steps(
+        steps, jobs=jobs, logs=config.work / "logs", echo=echo, timings=config.work / "timings.json"
+    )
 
 
 # ---------------------------------------------------------------------------- demo stimuli
@@ -434,236 +507,3 @@ def run_demo(config: PaperConfig, out: Path = DEMO_DIR, *, echo=print, jobs: int
         config.render,
     )
     run_steps(demo_plan(config, out), jobs=jobs, logs=config.work / "logs", echo=echo)
-
-
-# ---------------------------------------------------------------------------- the report
-
-
-def results_table(config: PaperConfig) -> list[dict]:
-    """One dict per variant: sizes and latency (profiles) and scores (metrics.csv) relative to the original."""
-    import pandas as pd
-
-    from generation.measurement.metric_importers import geneval_summary
-    from hprune.contracts.manifest import read_manifest
-    from hprune.contracts.metrics import read_metrics
-
-    metrics = read_metrics(config.work / "metrics.csv")
-    manifest = pd.DataFrame([vars(row) for row in read_manifest(config.work / "stimuli")])
-    metrics = metrics.merge(manifest[["image_id", "category", "seed"]], on="image_id")
-    profiles = {
-        v.name: json.loads((config.work / "profiles" / f"{v.name}.json").read_text())
-        for v in variants(config)
-    }
-    base = profiles["original"]
-    rows = []
-    for v in variants(config):
-        p = profiles[v.name]
-        mine = metrics[metrics["variant"] == v.name]
-        geneval = mine[mine["metric"] == "mini-geneval"]
-        summary = geneval_summary(
-            {"tag": c, "correct": value >= 0.5, "prompt_id": pid}
-            for c, value, pid in zip(
-                geneval["category"], geneval["value"], geneval["prompt_id"], strict=True
-            )
-        )
-        ssim = mine[mine["metric"] == "ssim-vs-original"]["value"].mean()
-        if v.name == "original":  # the reference: scored against itself by definition
-            ssim = 1.0
-        rows.append(
-            {
-                "name": v.name,
-                "label": v.label,
-                "level": v.level,
-                "parameters": p["parameters"],
-                "parameters_pct": 100 * p["parameters"] / base["parameters"],
-                "weights_bytes": p["weights_bytes"],
-                "weights_pct": 100 * p["weights_bytes"] / base["weights_bytes"],
-                "step_ms": p["step"]["latency_ms_median"],
-                "step_pct": 100
-                * p["step"]["latency_ms_median"]
-                / base["step"]["latency_ms_median"],
-                "latency_ms": p["image"]["latency_ms_median"],
-                "latency_pct": 100
-                * p["image"]["latency_ms_median"]
-                / base["image"]["latency_ms_median"],
-                "overall": summary.overall,
-                **{c: summary.tasks.get(c, float("nan")) for c in CATEGORIES},
-                "ssim": float(ssim),
-                "images": len(geneval),
-            }
-        )
-    return rows
-
-
-def contribution_heatmap(contrib_paths: dict[str, Path], out: Path) -> None:
-    """Block x component heatmaps of the score drops, one panel per contrib.json."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, len(contrib_paths), figsize=(4.2 * len(contrib_paths), 5.2))
-    axes = np.atleast_1d(axes)
-    for ax, (title, path) in zip(axes, contrib_paths.items(), strict=True):
-        data = json.loads(path.read_text())
-        components = list(dict.fromkeys(e["component"] for e in data["entries"]))
-        blocks = sorted({e["block"] for e in data["entries"]})
-        grid = np.full((len(blocks), len(components)), np.nan)
-        for e in data["entries"]:
-            grid[blocks.index(e["block"]), components.index(e["component"])] = e["drop"]
-        limit = np.nanmax(np.abs(grid)) or 1.0
-        image = ax.imshow(grid, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-        ax.set_xticks(range(len(components)), components, rotation=45, ha="right")
-        ax.set_yticks(range(len(blocks)), [str(b) for b in blocks])
-        ax.set_ylabel("block")
-        ax.set_title(
-            f"{title}\n(drop when removed; baseline {data['baseline']['score']:.3f})", fontsize=9
-        )
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
-def _pct(value: float) -> str:
-    return f"{value:.1f}%"
-
-
-NOISE = (
-    0.1  # overall mini-GenEval differences below this are within the sample's noise (report text)
-)
-
-
-def _comparisons(rows: list[dict]) -> list[str]:
-    """Plain statements of who wins at each level, from the numbers alone."""
-    lines = []
-    by_name = {r["name"]: r for r in rows}
-    for level in ("20", "30"):
-        candidates = [r for r in rows if r["level"] == f"{level}%" and "nf4" not in r["name"]]
-        if not candidates:
-            continue
-        best = max(candidates, key=lambda r: r["overall"])
-        closest = max(candidates, key=lambda r: r["ssim"])
-        lines.append(
-            f"- At {level}% pruning the highest mini-GenEval is {best['label']} "
-            f"({best['overall']:.3f}); the closest to the original (SSIM) is {closest['label']} "
-            f"({closest['ssim']:.3f})."
-        )
-        hpp = by_name.get(f"hpp-{level}-pwp-sgd" if level == "30" else f"hpp-{level}-pwp")
-        for baseline in (f"bk-sdm-{level}-kd", f"koala-{level}-kd"):
-            if hpp and baseline in by_name:
-                other = by_name[baseline]
-                verdict = (
-                    "beats"
-                    if hpp["overall"] > other["overall"]
-                    else ("ties" if hpp["overall"] == other["overall"] else "does not beat")
-                )
-                noise = (
-                    " -- within the noise of this sample"
-                    if abs(hpp["overall"] - other["overall"]) < NOISE
-                    else ""
-                )
-                lines.append(
-                    f"  {hpp['label']} {verdict} {other['label']} on mini-GenEval "
-                    f"({hpp['overall']:.3f} vs {other['overall']:.3f}{noise}; "
-                    f"SSIM {hpp['ssim']:.3f} vs {other['ssim']:.3f})."
-                )
-    return lines
-
-
-def write_report(
-    config: PaperConfig, out: Path = DOCS / "mini-results.md", *, machine: str = ""
-) -> None:
-    """docs/mini-results.md (results table, commands, comparisons) and the contribution heatmap PNG."""
-    from hprune.contracts.prompts import read_prompts
-    from hprune.fileio import atomic_write_text
-
-    rows = results_table(config)
-    heatmap = out.parent / "mini-contrib-heatmap.png"
-    contribution_heatmap(
-        {
-            "fidelity (1 - SSIM)": config.work / "contrib-fidelity.json",
-            "mini-GenEval": config.work / "contrib-mini-geneval.json",
-        },
-        heatmap,
-    )
-    base = rows[0]
-    head = (
-        "| Method | Pruned | Params | Weights | Latency / step | Latency / image | mini-GenEval | "
-        + " | ".join(CATEGORIES)
-        + " | SSIM to original |"
-    )
-    rule = "|" + "---|" * (9 + len(CATEGORIES) - 1)
-    table = [head, rule]
-    for r in rows:
-        cells = [
-            r["label"],
-            r["level"],
-            _pct(r["parameters_pct"]),
-            _pct(r["weights_pct"]),
-            f"{r['step_ms']:.1f} ms ({_pct(r['step_pct'])})",
-            f"{r['latency_ms']:.0f} ms ({_pct(r['latency_pct'])})",
-            f"**{r['overall']:.3f}**",
-            *(f"{r[c]:.2f}" for c in CATEGORIES),
-            f"{r['ssim']:.3f}",
-        ]
-        table.append("| " + " | ".join(cells) + " |")
-    commands = "\n".join(f"hprune {' '.join(step.args)}" for step in plan(config))
-    text = f"""# HierarchicalPrune in miniature
-
-The paper's chain run on the shipped mini teacher (`generation/mini/assets/teacher`, a
-`StableDiffusion3Pipeline` with a {base["parameters"]:,}-parameter MMDiT trained on the shapes
-world) by hprune's own commands. Regenerate everything with `hprune mini paper` (outputs in
-`{config.work}`; steps whose output exists are skipped).
-
-Evaluation: {len(read_prompts(config.prompts, per_category=config.eval_per_category))} held-out prompts
-(`generation/mini/assets/evaluation_metadata.jsonl`, {config.eval_per_category or "all"} per category
-where there are that many; seeded sample 0) at seeds {config.eval_seeds}, rendered
-with {config.render["steps"]} Euler steps and guidance {config.render["guidance"]}; every
-variant starts each (prompt, seed) from the same noise. mini-GenEval is the mean of the six
-task means (GenEval's summary); SSIM is to the original's image of the same prompt and seed.
-Params and weights are the transformer's (stored tensor bytes, NF4 packed bytes plus
-quantisation state; the teacher is stored in fp32, so NF4 is about a sixth of it rather than
-the ~28% of bf16 of the full-size models); latency is the median of {config.profile_repeats} runs of one transformer
-step (the guidance batch of 2) and of a whole image (text encoding, {config.render["steps"]} steps
-with classifier-free guidance, VAE decoding) on the CPU{f", {machine}" if machine else ""}, each
-model profiled alone. NF4 is slower on a CPU: bitsandbytes dequantises every weight on every
-call (the paper's latency gain is a GPU memory-bandwidth effect).
-
-Sample size: every mini-GenEval task mean here is over 6 to 8 images (single_object has 3
-held-out prompts, the others 4, times 2 seeds), so one image moves a task mean by 0.12-0.17
-and the overall by 0.02-0.03; overall differences below about 0.1 are within the noise of
-this sample. `hprune mini eval --model DIR` judges one model on all 84 prompts.
-
-{chr(10).join(table)}
-
-Levels: {_pct(100 * (1 - config.moderate))} (moderate) and {_pct(100 * (1 - config.aggressive))}
-(aggressive) of the transformer's parameters removed. Distillation: {config.distill_steps} steps,
-batch {config.distill_batch}, AdamW lr {config.distill_lr}, on {config.data_images} captioned
-shapes images (`hprune mini data`); PWP = frozen prefix + output distillation (λ_feat = 0);
-SGDistill = output + feature distillation (λ_feat = {config.lambda_feat}) with binary or
-inverse-sensitivity block weights; "+ KD" = the baselines' own recipe, the same distillation
-with every remaining block trainable (`--freeze none`).
-
-## What it shows
-
-{chr(10).join(_comparisons(rows))}
-
-## Contributions
-
-![block x component contributions](mini-contrib-heatmap.png)
-
-Score drop when a block (column `block`) or one subcomponent is replaced by an identity,
-on {config.contrib_per_category} prompts per category at seeds {config.contrib_seeds}. Left:
-fidelity (drop of SSIM to the unablated image), which HPP and KOALA use here; right:
-mini-GenEval.
-
-## The commands
-
-```
-{commands}
-```
-"""
-    atomic_write_text(out, text)

@@ -208,6 +208,31 @@ def eval_(model, images, prompts, seeds, steps, guidance, out) -> None:
     click.echo(benchmark.format_scores({"mini-geneval": evaluation.scores()}))
 
 
+@mini.command("latency")
+@click.option(
+    "--variants",
+    "variants_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="variants.yaml: the models to time.",
+)
+@click.option("--repeats", type=click.IntRange(1, 1000), default=9, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="latency.json")
+def latency(variants_file: Path, repeats: int, device: str, out: Path) -> None:
+    """Image latency of every variant, interleaved in one process (median and quartiles).
+
+    Every variant is loaded once; each round renders one image with each of them, in an
+    order rotated every round, so the machine's drift falls on all variants alike.
+    """
+    from generation.mini.latency import measure_variants
+
+    summary = measure_variants(variants_file, out, repeats=repeats, device=device)
+    for name, row in summary.items():
+        click.echo(f"{name}: {row['median_ms']:.0f} ms (IQR {row['q1_ms']:.0f}-{row['q3_ms']:.0f})")
+    click.echo(f"wrote {out}")
+
+
 # The two chain commands share where the chain lives and how many of its steps run at once.
 work_option = click.option(
     "--work",
@@ -232,28 +257,90 @@ jobs_option = click.option(
     multiple=True,
     help="Run only the steps whose name starts with this (repeatable), e.g. contrib, prune.",
 )
-@click.option("--report/--no-report", default=True, help="Write docs/mini-results.md at the end.")
+@click.option("--report/--no-report", default=True, help="Write the report at the end.")
+@click.option(
+    "--report-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Where the report goes (default: docs/mini-results.md; a small trial run should "
+    "write elsewhere).",
+)
+@click.option(
+    "--eval-per-category",
+    type=click.IntRange(1),
+    default=None,
+    help="Held-out prompts per category to evaluate (default: all 84 prompts).",
+)
+@click.option("--eval-seeds", default="0-3", show_default=True, help="Evaluation seeds.")
+@click.option("--data-images", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--distill-steps", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--contrib-per-category", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--profile-repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--latency-repeats", type=click.IntRange(1), default=9, show_default=True)
+@click.option(
+    "--second-seed/--no-second-seed",
+    default=True,
+    show_default=True,
+    help="Distil the headline variants again from seed 1 (seed-to-seed variation).",
+)
 @jobs_option
 @click.option("--dry-run", is_flag=True, help="Print the command chain and stop.")
-def paper(work: Path, only: tuple[str, ...], report: bool, dry_run: bool, jobs: int) -> None:
+def paper(
+    work: Path,
+    only: tuple[str, ...],
+    report: bool,
+    report_out: Path | None,
+    eval_per_category: int | None,
+    eval_seeds: str,
+    data_images: int,
+    distill_steps: int,
+    contrib_per_category: int,
+    profile_repeats: int,
+    latency_repeats: int,
+    second_seed: bool,
+    dry_run: bool,
+    jobs: int,
+) -> None:
     """HierarchicalPrune in miniature: contrib -> HPP -> PWP -> SGDistill -> NF4 and the baselines.
 
     Runs hprune's own commands on the shipped mini teacher, one subprocess per step (a step
     whose output exists is skipped, so an interrupted run continues), renders every variant
-    on the held-out prompts, scores them, profiles them, and writes docs/mini-results.md and
-    docs/mini-contrib-heatmap.png.
+    on the held-out prompts, scores them, profiles them, times their images interleaved, and
+    writes the report (mini-GenEval with bootstrap intervals, the paper's claims as paired
+    tests with Holm's correction, each stage's wall time) and the contribution heatmap.
     """
+    from dataclasses import replace
+
     from generation.mini import paper as chain
 
-    config = chain.PaperConfig(work=work)
+    config = replace(
+        chain.PaperConfig(work=work),
+        eval_per_category=eval_per_category,
+        eval_seeds=eval_seeds,
+        data_images=data_images,
+        distill_steps=distill_steps,
+        contrib_per_category=contrib_per_category,
+        profile_repeats=profile_repeats,
+        latency_repeats=latency_repeats,
+        **({} if second_seed else {"second_seed": ()}),
+    )
     if dry_run:
         for step in chain.plan(config):
             click.echo(f"hprune {' '.join(step.args)}")
         return
     chain.run(config, echo=click.echo, only=only or None, jobs=jobs)
+    timings = work / "timings.json"
+    if timings.exists():
+        import json
+
+        stages = json.loads(timings.read_text())["stages"]
+        click.echo("stage wall times: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
     if report and not only:
-        chain.write_report(config)
-        click.echo(f"wrote {chain.DOCS / 'mini-results.md'}")
+        from generation.mini.report import write_report
+
+        out = report_out or chain.DOCS / "mini-results.md"
+        write_report(config, out)
+        click.echo(f"wrote {out}")
 
 
 @mini.command("demo-stimuli")

@@ -21,7 +21,11 @@ from hprune.commands.options import prompt_options, seeds_option
 @seeds_option
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Stimuli folder.")
 @click.option(
-    "--batch-size", default=1, show_default=True, help="Images per pipeline call (one variant)."
+    "--batch-size",
+    default="1",
+    show_default=True,
+    help="Images per pipeline call (one variant), or 'auto': as many as fit in free CUDA "
+    "memory, measured on each variant's first image (4 off CUDA).",
 )
 @click.option(
     "--force",
@@ -36,7 +40,7 @@ def render(
     out: Path,
     per_category: int | None,
     sample_seed: int,
-    batch_size: int,
+    batch_size: str,
     force: bool,
     device: str | None,
 ) -> None:
@@ -50,15 +54,17 @@ def render(
     """
     from accelerate import PartialState
 
+    from generation.measurement.rendering.sizing import parse_batch_size
     from generation.measurement.rendering.stimuli import parse_seeds, render_stimuli
     from hprune.contracts.prompts import read_prompts
     from hprune.contracts.variants import read_variants
 
+    size = parse_batch_size(batch_size)
     seed_list = parse_seeds(seeds)
     variants = read_variants(variants_file)
     prompts = read_prompts(prompts_file, per_category=per_category, seed=sample_seed)
     summary = render_stimuli(
-        variants, prompts, seed_list, out, force=force, batch_size=batch_size, device=device
+        variants, prompts, seed_list, out, force=force, batch_size=size, device=device
     )
     if PartialState().is_main_process:
         state = "complete" if summary.complete else "INCOMPLETE"
@@ -67,3 +73,6 @@ def render(
             f"{len(seed_list)} seeds), {summary.already_done} already there, {summary.rendered} "
             f"rendered here at {summary.images_per_second:.2f} images/s; {state}"
         )
+        if size == "auto" and summary.batch_sizes:
+            chosen = ", ".join(f"{name} {n}" for name, n in summary.batch_sizes.items())
+            click.echo(f"batch size auto: {chosen}")

@@ -1,4 +1,5 @@
-"""``hprune study simulate``: simulated participants with known preferences, over real HTTP."""
+"""``hprune study simulate``: simulated participants over real HTTP, answering from known
+preferences by variant name or from the pixels of the images they are shown."""
 
 from __future__ import annotations
 
@@ -32,6 +33,21 @@ def _parse_scores(text: str | None) -> dict[str, float]:
 @click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="The study server.")
 @click.option("--study", "study_name", help="Study name (needed when the database holds several).")
 @click.option("--concurrency", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--observer",
+    type=click.Choice(["names", "image-aware"]),
+    default="names",
+    show_default=True,
+    help="names: a Bradley-Terry model over the variants' names (--scores); image-aware: judge "
+    "the served images' pixels and the prompt shown (mini-GenEval's detector), never the names.",
+)
+@click.option(
+    "--sharpness",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="image-aware: log-odds between a perfect image and a worthless one.",
+)
 @click.option(
     "--scores",
     help="True Bradley-Terry scores, e.g. 'original=0,hpp-20=-0.4' "
@@ -79,6 +95,8 @@ def simulate(
     url: str,
     study_name: str | None,
     concurrency: int,
+    observer: str,
+    sharpness: float,
     scores: str | None,
     spacing: float,
     position_bias: float,
@@ -94,17 +112,28 @@ def simulate(
 ) -> None:
     """Drive simulated participants through a running study server.
 
-    Their answers come from a known Bradley-Terry model (with participant noise, a left-position
-    bias and lapses) and MOS ratings from a latent quality per variant. Participants are blind
-    to variants, so the simulator reads which variant each image token shows from the study
-    database (--db / DATABASE_URL); nothing a participant receives reveals it. It marks its
-    participants as simulated there: the exports never take them for Prolific participants.
+    With --observer names (the default) their answers come from a known Bradley-Terry model
+    (with participant noise, a left-position bias and lapses) and MOS ratings from a latent
+    quality per variant. Participants are blind to variants, so the simulator reads which
+    variant each image token shows from the study database (--db / DATABASE_URL); nothing a
+    participant receives reveals it.
+
+    With --observer image-aware each participant downloads the images of every trial from the
+    server and judges their pixels, and the prompt when the trial shows it: mini-GenEval's
+    correctness and fidelity to the prompt's objects, and how cleanly the shapes are drawn
+    (shapes-world studies only), with the same noise, bias and lapses. It never learns a
+    variant's name; the database tells it only which images are attention checks. A pilot
+    and power tool: it checks a design and the analysis against what the images show, it
+    does not replace people.
+
+    Either way it marks its participants as simulated in the database: the exports never take
+    them for Prolific participants.
     """
     import requests
 
     from hprune.fileio import atomic_write_text
     from study.simulate.driver import run_simulation
-    from study.simulate.observer import Preferences
+    from study.simulate.observer import ImagePreferences
     from study.simulate.oracle import StimulusOracle
 
     db_url = _database_url()
@@ -113,33 +142,41 @@ def simulate(
     if not oracle.variants:
         raise UserError(f"the study in {_safe(db_url)} has no images")
     given = _parse_scores(scores)
-    unknown = sorted(set(given) - set(oracle.variants))
-    if unknown:
-        raise UserError(
-            f"--scores names variants the study does not have: {', '.join(unknown)} "
-            f"(it has {', '.join(oracle.variants)})"
+    if observer == "image-aware":
+        if given:
+            raise UserError("--scores is for --observer names: image-aware observers judge pixels")
+        from generation.shapes_world.judge import ShapesJudge
+
+        preferences = ImagePreferences(
+            ShapesJudge(),
+            sharpness=sharpness,
+            position_bias=position_bias,
+            lapse_rate=lapse_rate,
+            participant_sd=participant_sd,
+            tie_strength=tie_strength,
+            attention_failure_rate=attention_failure_rate,
+            rating_sd=rating_sd,
         )
-    missing = sorted(set(oracle.variants) - set(given))
-    if given and missing:
-        raise UserError(f"--scores misses variants: {', '.join(missing)}")
-    options = dict(
-        position_bias=position_bias,
-        lapse_rate=lapse_rate,
-        participant_sd=participant_sd,
-        tie_strength=tie_strength,
-        attention_failure_rate=attention_failure_rate,
-        rating_sd=rating_sd,
-    )
-    preferences = (
-        Preferences(given, **options)
-        if given
-        else Preferences.evenly_spaced(oracle.variants, spacing, **options)
-    )
+    else:
+        preferences = _name_preferences(
+            oracle.variants,
+            given,
+            spacing,
+            position_bias=position_bias,
+            lapse_rate=lapse_rate,
+            participant_sd=participant_sd,
+            tie_strength=tie_strength,
+            attention_failure_rate=attention_failure_rate,
+            rating_sd=rating_sd,
+        )
     try:
         requests.get(url, timeout=10)  # any HTTP answer will do: the server is there
     except requests.RequestException as exc:
         raise UserError(f"cannot reach the study server at {url}: {type(exc).__name__}") from None
-    click.echo("true scores: " + ", ".join(f"{v}={s:g}" for v, s in preferences.scores.items()))
+    if observer == "names":
+        click.echo("true scores: " + ", ".join(f"{v}={s:g}" for v, s in preferences.scores.items()))
+    else:
+        click.echo(f"image-aware observers judging pixels (sharpness {sharpness:g})")
     report = run_simulation(
         oracle,
         preferences,
@@ -164,3 +201,21 @@ def simulate(
     if errors:
         click.echo(f"{len(errors)} participants stopped on an error, e.g. {errors[0]}", err=True)
         raise SystemExit(1)
+
+
+def _name_preferences(variants, given: dict[str, float], spacing: float, **options):
+    """The name-based observers' truth: --scores, or --spacing apart in the names' order."""
+    from study.simulate.observer import Preferences
+
+    unknown = sorted(set(given) - set(variants))
+    if unknown:
+        raise UserError(
+            f"--scores names variants the study does not have: {', '.join(unknown)} "
+            f"(it has {', '.join(variants)})"
+        )
+    missing = sorted(set(variants) - set(given))
+    if given and missing:
+        raise UserError(f"--scores misses variants: {', '.join(missing)}")
+    if given:
+        return Preferences(given, **options)
+    return Preferences.evenly_spaced(variants, spacing, **options)

@@ -13,7 +13,7 @@ import requests
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from study.simulate.observer import Observer, Preferences
+from study.simulate.observer import ImagePreferences, Preferences, Seen
 from study.simulate.oracle import StimulusOracle
 
 
@@ -44,18 +44,30 @@ class SimulationSettings:
     viewport: tuple[int, int] = (1440, 900)
 
 
-def _answer_for(trial: dict, observer: Observer, oracle: StimulusOracle, memory: dict) -> dict:
-    """The answer fields for one trial, from the observer's preferences and the oracle. The
-    observer remembers which image it chose in each pair (by the image, not its URL: URLs are
-    fresh for every trial), so a repeated pair gets the same answer unless it lapses."""
+def _answer_for(trial: dict, observer, oracle: StimulusOracle, memory: dict, fetch=None) -> dict:
+    """The answer fields for one trial, from the observer and the oracle.
+
+    The oracle says which images are an attention trial's broken ones (answered by the
+    observer's attention) and which image is which across trials (for repeated pairs). The
+    name-based observer gets each image's variant from it; the image-aware one gets instead the
+    bytes ``fetch(url)`` returns (the server's response, as a browser receives it) and never
+    a variant. The observer remembers which image it chose in each pair (by the image, not
+    its URL: URLs are fresh for every trial), so a repeated pair gets the same answer unless
+    it lapses."""
     images = trial["images"]
+
+    def view(url: str, shown) -> Seen:
+        if observer.preferences.judges_pixels:
+            return Seen(image=fetch(url), prompt=trial.get("prompt"))
+        return Seen(variant=shown.variant, prompt=trial.get("prompt"))
+
     if trial["kind"] == "rating":
-        _, variant, role = oracle.lookup(images["image"])
+        shown = oracle.lookup(images["image"])
         scale = trial.get("scale") or {"min": 1, "max": 5}
         low, high = int(scale["min"]), int(scale["max"])
-        if role == "broken":
+        if shown.role == "broken":
             return {"rating": high if observer.fails_attention() else low}
-        return {"rating": observer.rate(variant, low, high)}
+        return {"rating": observer.rate(view(images["image"], shown), low, high)}
     left, right = oracle.lookup(images["left"]), oracle.lookup(images["right"])
     if "broken" in (left.role, right.role):
         good = "right" if left.role == "broken" else "left"
@@ -68,14 +80,16 @@ def _answer_for(trial: dict, observer: Observer, oracle: StimulusOracle, memory:
         if observer.fails_attention():
             same = {"left": "right", "right": "left", "tie": "left"}[same]
         return {"choice": same}
-    choice = observer.choose(left.variant, right.variant, tie=bool(trial.get("tie")))
+    choice = observer.choose(
+        view(images["left"], left), view(images["right"], right), tie=bool(trial.get("tie"))
+    )
     memory[pair] = {"left": left.stimulus, "right": right.stimulus}.get(choice, "tie")
     return {"choice": choice}
 
 
 def run_participant(
     index: int,
-    preferences: Preferences,
+    preferences: Preferences | ImagePreferences,
     oracle: StimulusOracle,
     settings: SimulationSettings,
     seed: int,
@@ -84,7 +98,7 @@ def run_participant(
     """One simulated participant from the Prolific entry URL to the end page, marked as
     simulated in the study database (through ``oracle``) once the server keeps it."""
     rng = np.random.default_rng([seed, index])
-    observer = Observer(preferences, rng)
+    observer = preferences.observer(rng)
     pid = f"sim-{run_tag}-{index:05d}"
     result = ParticipantResult(pid)
     base, key = settings.base_url.rstrip("/"), settings.study_key
@@ -120,12 +134,20 @@ def run_participant(
             oracle.mark_simulated(pid)  # the server keeps a participant from consent on
             call("POST", f"/s/{key}/instructions", headers=headers)
             body = call("GET", f"/api/s/{key}/trial").json()
+            fetched: dict[str, bytes] = {}
+
+            def fetch(url: str) -> bytes:
+                if url not in fetched:
+                    fetched[url] = call("GET", url).content
+                return fetched[url]
+
             while body.get("phase") == "trials":
                 trial = body["trial"]
-                if settings.fetch_images:
+                fetched.clear()
+                if settings.fetch_images or preferences.judges_pixels:
                     for url in trial["images"].values():
-                        call("GET", url)
-                fields = _answer_for(trial, observer, oracle, memory)
+                        fetch(url)
+                fields = _answer_for(trial, observer, oracle, memory, fetch)
                 if settings.think_ms:
                     time.sleep(settings.think_ms / 1000 * float(rng.uniform(0.5, 1.5)))
                 payload = {"trial": trial["id"], "rt_ms": float(rng.lognormal(7.0, 0.4)), **fields}
@@ -188,7 +210,7 @@ def _post_answer(http, base, key, payload, headers, settings, result) -> dict:
 class SimulationReport:
     results: list[ParticipantResult]
     wall_seconds: float
-    preferences: Preferences
+    preferences: Preferences | ImagePreferences
 
     @property
     def answers(self) -> int:
@@ -222,7 +244,7 @@ class SimulationReport:
 
 def run_simulation(
     oracle: StimulusOracle,
-    preferences: Preferences,
+    preferences: Preferences | ImagePreferences,
     *,
     base_url: str,
     participants: int,
@@ -237,11 +259,11 @@ def run_simulation(
 
     Each participant runs in its own thread with its own HTTP session; at most ``concurrency``
     are in the study at once. Participant ``k`` answers from ``np.random.default_rng([seed, k])``,
-    so a run is reproducible up to the order in which the server assigns tasks.
+    so a run is reproducible up to the order in which the server assigns tasks. The
+    participants are name-based or image-aware observers as ``preferences`` is a
+    :class:`Preferences` or an :class:`ImagePreferences` (``study.simulate.observer``).
     """
-    missing = sorted(set(oracle.variants) - set(preferences.scores))
-    if missing:
-        raise ValueError(f"no true score for variants {', '.join(missing)}")
+    preferences.check(oracle.variants)
     tag = run_tag or secrets.token_hex(4)
     settings = SimulationSettings(base_url, oracle.study_key, think_ms, fetch_images)
     start = time.perf_counter()

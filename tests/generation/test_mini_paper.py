@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -39,9 +43,19 @@ def test_paper_dry_run_prints_the_chain() -> None:
     assert any(
         line.startswith("hprune distill") and "--weighting inverse" in line for line in lines
     )
+    config = paper.PaperConfig()
+    twins = [v.name for v in paper.variants(config) if v.name.endswith("-s1")]
+    assert len(twins) == len(config.second_seed) > 0
+    # a twin distilled from seed 1 has its seed-0 architecture: profiled once
     assert sum(line.startswith("hprune profile") for line in lines) == len(
-        paper.variants(paper.PaperConfig())
+        paper.variants(config)
+    ) - len(twins)
+    assert sum(line.startswith("hprune distill") and "--seed 1" in line for line in lines) == len(
+        twins
     )
+    assert lines[-1].startswith("hprune mini latency")
+    assert "--eval-seeds" not in result.output  # the evaluation: all 84 prompts x seeds 0-3
+    assert any(line.startswith("hprune render") and "--seeds 0-3" in line for line in lines)
 
 
 def test_steps_run_side_by_side_skip_what_exists_and_report_a_failure(tmp_path) -> None:
@@ -53,11 +67,16 @@ def test_steps_run_side_by_side_skip_what_exists_and_report_a_failure(tmp_path) 
         )
         for name in ("a", "b")
     ]
-    paper.run_steps(steps, jobs=2, logs=tmp_path / "logs", echo=lambda _: None)
+    timings = tmp_path / "timings.json"
+    paper.run_steps(steps, jobs=2, logs=tmp_path / "logs", echo=lambda _: None, timings=timings)
     assert all((step.output / "metadata.jsonl").is_file() for step in steps)
     assert (tmp_path / "logs" / "data-a.log").is_file()
+    recorded = json.loads(timings.read_text())
+    assert set(recorded["steps"]) == {"data-a", "data-b"} and recorded["jobs"] == 2
+    assert recorded["stages"]["data"] >= max(recorded["steps"].values()) > 0
     said: list[str] = []
-    paper.run_steps(steps, jobs=2, logs=tmp_path / "logs", echo=said.append)
+    paper.run_steps(steps, jobs=2, logs=tmp_path / "logs", echo=said.append, timings=timings)
+    assert json.loads(timings.read_text()) == recorded  # skipped steps keep their timings
     assert sorted(said) == [
         f"[skip] data-{n}: {tmp_path / n} exists" for n in ("a", "b")
     ]  # any order
@@ -69,3 +88,34 @@ def test_steps_run_side_by_side_skip_what_exists_and_report_a_failure(tmp_path) 
     with pytest.raises(RuntimeError, match=r"step prune-x failed \(exit 2\); see .*prune-x.log"):
         paper.run_steps([broken], jobs=2, logs=tmp_path / "logs", echo=lambda _: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_claims_are_tested_pairwise_with_holm(tmp_path) -> None:
+    """Synthetic verdicts: HPP clearly above BK-SDM at 30%, equal to KOALA; the seed twin equal."""
+    from generation.mini.report import claim_tests
+
+    config = paper.PaperConfig(work=tmp_path, permutation_rounds=4000)
+    rng = np.random.default_rng(0)
+    rates = {"hpp-30-pwp-sgd": 0.6, "bk-sdm-30-kd": 0.2, "koala-30-kd": 0.6}
+    rates["hpp-30-pwp-sgd-s1"] = 0.6
+    rows = []
+    for p in range(60):
+        category = ("counting", "position", "colors")[p % 3]
+        for seed in range(4):
+            shared = rng.random()  # a prompt x seed is easy or hard for every variant alike
+            for variant, rate in rates.items():
+                own = 0.7 * shared + 0.3 * rng.random()
+                rows.append((variant, f"p{p}", seed, category, float(own < rate)))
+    frame = pd.DataFrame(rows, columns=["variant", "prompt_id", "seed", "category", "correct"])
+    tests, seeds = claim_tests(config, frame)
+    by_claim = {row["claim"]: row for row in tests}
+    assert set(by_claim) == {
+        "HPP+PWP+SGDistill > BK-SDM+KD at 30%",
+        "HPP+PWP+SGDistill > KOALA+KD at 30%",
+    }  # the claims whose variants are there
+    bk = by_claim["HPP+PWP+SGDistill > BK-SDM+KD at 30%"]
+    assert bk["test"].difference > 0.2 and bk["verdict"] == "supports"
+    assert bk["p_holm"] >= bk["test"].p_value
+    assert by_claim["HPP+PWP+SGDistill > KOALA+KD at 30%"]["verdict"] == "cannot resolve"
+    assert [row["a"] for row in seeds] == ["hpp-30-pwp-sgd"]
+    assert abs(seeds[0]["test"].difference) < 0.1

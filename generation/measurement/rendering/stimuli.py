@@ -16,7 +16,8 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from generation.measurement.rendering.folder import (
     save_image,
     write_render_info,
 )
+from generation.measurement.rendering.sizing import AUTO, Probe, parse_batch_size, probe_memory
 from hprune.contracts.manifest import read_manifest
 from hprune.contracts.prompts import Prompt
 from hprune.contracts.variants import Variant
@@ -48,6 +50,7 @@ class RenderSummary:
     rendered: int  # rendered by this process in this run
     seconds: float
     complete: bool
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # per variant, as rendered here
 
     @property
     def images_per_second(self) -> float:
@@ -81,16 +84,16 @@ def render_stimuli(
     out: str | Path,
     *,
     force: bool = False,
-    batch_size: int = 1,
+    batch_size: int | str = 1,
     device: str | None = None,
     progress: bool = True,
 ) -> RenderSummary:
-    """Render every (variant, prompt, seed) not yet in ``out``; see the module docstring."""
+    """Render every (variant, prompt, seed) not yet in ``out``; see the module docstring.
+    ``batch_size``: images per pipeline call, or ``"auto"`` (``rendering.sizing``)."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    batch_size = parse_batch_size(batch_size)
     if not variants or not prompts or not seeds:
         raise UserError("nothing to render: no variants, prompts or seeds")
     state = PartialState(cpu=_use_cpu(device))
@@ -113,10 +116,10 @@ def render_stimuli(
         done = {row.item for row in read_manifest(out)}
         wanted = [Job(v, p, s) for v in variants for p in prompts for s in seeds]
         todo = [job for job in wanted if job.item not in done]
-        rendered = 0
+        rendered, sizes = 0, {}
         try:
             with state.split_between_processes(todo) as mine:
-                rendered = _render_share(
+                rendered, sizes = _render_share(
                     mine,
                     out,
                     fingerprints,
@@ -143,6 +146,7 @@ def render_stimuli(
         rendered=rendered,
         seconds=time.perf_counter() - start,
         complete=complete,
+        batch_sizes=sizes,
     )
 
 
@@ -171,15 +175,16 @@ def _render_share(
     out: Path,
     fingerprints: dict[str, str],
     *,
-    batch_size: int,
+    batch_size: int | str,
     device: str,
     progress: bool,
     process_index: int,
-) -> int:
-    """Render ``jobs`` (grouped by variant, in batches), journalling each finished image."""
+) -> tuple[int, dict[str, int]]:
+    """Render ``jobs`` (grouped by variant, in batches), journalling each finished image;
+    how many, and the batch size of each variant (``auto``: from the first image's call)."""
     (out / JOURNAL_DIR).mkdir(exist_ok=True)
     journal_path = out / JOURNAL_DIR / f"{socket.gethostname()}-{os.getpid()}-{process_index}.jsonl"
-    rendered = 0
+    rendered, sizes = 0, {}
     with (
         open(journal_path, "a", encoding="utf-8") as journal,
         tqdm(total=len(jobs), unit="img", desc="rendering", disable=not progress) as bar,
@@ -187,19 +192,29 @@ def _render_share(
         for variant, group in _by_variant(jobs):
             bar.set_postfix_str(variant.name)
             pipe = load_variant_pipeline(variant, device=device)
-            for start in range(0, len(group), batch_size):
-                batch = group[start : start + batch_size]
-                images = render_batch(pipe, variant, [(job.prompt.text, job.seed) for job in batch])
+            size = None if batch_size == AUTO else batch_size
+            start = 0
+            while start < len(group):
+                batch = group[start : start + (size or 1)]
+                measure = probe_memory(device) if size is None else nullcontext(Probe())
+                with measure as probe:
+                    images = render_batch(
+                        pipe, variant, [(job.prompt.text, job.seed) for job in batch]
+                    )
+                if size is None:  # auto: the first image alone told what a call needs
+                    size = probe.batch_for(len(batch), len(group) - len(batch))
+                start += len(batch)
                 for job, image in zip(batch, images, strict=True):
                     row = save_image(out, job, image, fingerprints[variant.name])
                     append_journal(journal, row)
                     rendered += 1
                     bar.update(1)
+            sizes[variant.name] = size or 1
             del pipe
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    return rendered
+    return rendered, sizes
 
 
 def _by_variant(jobs: Sequence[Job]) -> Iterator[tuple[Variant, list[Job]]]:
