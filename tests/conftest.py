@@ -41,6 +41,32 @@ def artifacts_dir() -> Path:
     return path
 
 
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, driven by playwright (launched once, for the tests that ask).
+
+    One for the whole run: playwright's sync API refuses to start while another instance of
+    it is open in the same thread, so every test area shares this one."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 def pytest_terminal_summary(terminalreporter, config) -> None:
     """The test order's seed (pytest-randomly) at the end too, where ``-q`` still shows it:
     ``pytest -p randomly --randomly-seed=N`` repeats a failing order."""

@@ -9,9 +9,6 @@ from analysis.pipeline import AnalysisOptions, run_analysis
 from analysis.report import write_report
 from analysis.simulate import PairDesign, simulate_pairs, simulate_ratings
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic",
-                 "--no-first-run"]  # fmt: skip
 VARIANTS = ("original", "hierarchicalprune-30", "bk-sdm", "koala", "sana-sprint-1.6b")
 
 
@@ -31,12 +28,12 @@ def report(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("width", "height"), [(1366, 768), (390, 844)])
-def test_report_leads_with_the_ranking_and_fits_the_screen(report, width, height, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": width, "height": height})
+def test_report_leads_with_the_ranking_and_fits_the_screen(
+    browser, report, width, height, tmp_path
+):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
         page.goto(report.as_uri())
         first_heading = page.locator("h2 ~ h3").first.inner_text()
         assert first_heading.startswith("Ranking: quality (pairwise")
@@ -51,4 +48,5 @@ def test_report_leads_with_the_ranking_and_fits_the_screen(report, width, height
         shot = tmp_path / f"report-{width}.png"
         page.screenshot(path=str(shot), full_page=False)
         assert shot.stat().st_size > 10_000
-        browser.close()
+    finally:
+        context.close()

@@ -339,29 +339,6 @@ def serve_in_thread(app) -> Iterator[str]:
         thread.join(5)
 
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium, driven by playwright (launched once, for the tests that ask)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def server(app):
     with serve_in_thread(app) as base:
@@ -378,7 +355,19 @@ def through_the_gate(page) -> None:
     page.wait_for_url(re.compile(r"/trials$"))
 
 
-def answers_of(app, external_id: str) -> list:
+def person(key: str, external_id: str):
+    """The WHERE clause for one participant of one study: the test database is shared by the
+    whole session, so an external id alone may name participants of other tests' studies."""
+    from sqlalchemy import select
+
+    from study.models import Participant as Person
+    from study.models import Study
+
+    study_id = select(Study.id).where(Study.public_key == key).scalar_subquery()
+    return (Person.external_id == external_id) & (Person.study_id == study_id)
+
+
+def answers_of(app, key: str, external_id: str) -> list:
     """The participant's answers, in order: (choice, rating, rt_ms, server_ms, load_ms,
     the trial's min_display_ms)."""
     from sqlalchemy import select
@@ -394,7 +383,7 @@ def answers_of(app, external_id: str) -> list:
             )
             .join(Trial, Trial.id == Answer.trial_id)
             .join(Person, Person.id == Answer.participant_id)
-            .where(Person.external_id == external_id)
+            .where(person(key, external_id))
             .order_by(Trial.position)
         ).all()  # fmt: skip
 

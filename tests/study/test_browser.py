@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from study.models import Answer, Participant, Study
-from tests.study.conftest import through_the_gate
+from tests.study.conftest import person, through_the_gate
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -116,11 +116,9 @@ def test_closing_the_tab_or_the_browser_resumes_at_the_same_trial(browser, serve
     fresh.close()
 
 
-def _participants(app, external_id: str) -> int:
+def _participants(app, key: str, external_id: str) -> int:
     with app.extensions["hprune_db"].read() as s:
-        return len(
-            s.scalars(select(Participant).where(Participant.external_id == external_id)).all()
-        )
+        return len(s.scalars(select(Participant).where(person(key, external_id))).all())
 
 
 def test_small_windows_and_phones_are_refused_before_consent(
@@ -137,7 +135,7 @@ def test_small_windows_and_phones_are_refused_before_consent(
     assert "window is too small (700x500)" in page.inner_text("main")
     advice = page.inner_text("#return-advice")
     assert "return the study on Prolific" in advice and "Cancel participation" in advice
-    assert _participants(app, "PIDsmall") == 0  # refused before consent: nothing stored
+    assert _participants(app, study.key, "PIDsmall") == 0  # refused before consent: nothing stored
     _shot(page, artifacts_dir, "refused-viewport")
     page.set_viewport_size({"width": 1200, "height": 800})
     page.get_by_role("link", name="Try again").click()
@@ -145,7 +143,7 @@ def test_small_windows_and_phones_are_refused_before_consent(
     page.get_by_role("button", name="I agree to take part").click()
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(re.compile(r"/trials$"))
-    assert _participants(app, "PIDsmall") == 1
+    assert _participants(app, study.key, "PIDsmall") == 1
     context.close()
 
     phone = browser.new_context(
@@ -156,5 +154,5 @@ def test_small_windows_and_phones_are_refused_before_consent(
     page.get_by_role("button", name="Continue").click()
     assert "cannot be done on a phone or tablet" in page.inner_text("main")
     assert "return the study on Prolific" in page.inner_text("#return-advice")
-    assert _participants(app, "PIDphone") == 0
+    assert _participants(app, study.key, "PIDphone") == 0
     phone.close()

@@ -49,7 +49,7 @@ def test_quick_and_held_keys_answer_each_trial_once_and_not_before_the_minimum_t
         page.keyboard.press("ArrowLeft")
         page.wait_for_timeout(60)
     second = _next(page, first, "ready")
-    assert len(answers_of(app, "PIDkeys")) == 1
+    assert len(answers_of(app, study.key, "PIDkeys")) == 1
 
     page.keyboard.down("ArrowRight")  # held: auto-repeat keydowns (event.repeat) follow
     for _ in range(25):
@@ -57,7 +57,7 @@ def test_quick_and_held_keys_answer_each_trial_once_and_not_before_the_minimum_t
         page.keyboard.down("ArrowRight")
     page.keyboard.up("ArrowRight")
     third = _next(page, second)
-    assert [a.choice for a in answers_of(app, "PIDkeys")] == ["left", "right"]
+    assert [a.choice for a in answers_of(app, study.key, "PIDkeys")] == ["left", "right"]
 
     page.wait_for_function(f"() => {STATE} === 'ready'")
     page.click("#choose-left")
@@ -66,10 +66,10 @@ def test_quick_and_held_keys_answer_each_trial_once_and_not_before_the_minimum_t
     page.click("#choose-left")
     page.wait_for_function(f"() => {STATE} === 'ready'")
     assert _trial(page) == fourth
-    assert [a.choice for a in answers_of(app, "PIDkeys")] == ["left", "right", "left"]
+    assert [a.choice for a in answers_of(app, study.key, "PIDkeys")] == ["left", "right", "left"]
     page.keyboard.press("ArrowRight")
     _next(page, fourth)
-    answers = answers_of(app, "PIDkeys")
+    answers = answers_of(app, study.key, "PIDkeys")
     assert [a.choice for a in answers] == ["left", "right", "left", "right"]
     for answer in answers:  # recorded per trial; the client timed from the images' display
         assert answer.min_display_ms == 1000
@@ -99,5 +99,5 @@ def test_space_on_a_focused_image_chooses_it_and_no_highlight_carries_over(
     box = right.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2 + 12, box["y"] + box["height"] / 2 + 12)
     assert right.evaluate("b => getComputedStyle(b).borderTopColor") == ACCENT  # moved: hover
-    assert [a.choice for a in answers_of(app, "PIDspace")] == ["left", "tie", "right"]
+    assert [a.choice for a in answers_of(app, study.key, "PIDspace")] == ["left", "tie", "right"]
     context.close()

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from study.models import Answer, Participant, Stimulus, Study, Trial
-from tests.study.conftest import serve_in_thread
+from tests.study.conftest import person, serve_in_thread
 
 
 def _start(base: str, key: str, pid: str, barrier: threading.Barrier | None = None):
@@ -79,9 +79,7 @@ def test_same_person_in_two_browsers_at_once_is_one_participant(app, make_study)
             .where(Study.public_key == study.key, Participant.external_id == "PID-twice")
         )
         trials = s.scalar(
-            select(func.count(Trial.id))
-            .join(Participant)
-            .where(Participant.external_id == "PID-twice")
+            select(func.count(Trial.id)).join(Participant).where(person(study.key, "PID-twice"))
         )
     assert count == 1
     assert trials == 1 + 6 + 1 + 1  # one assignment, not four

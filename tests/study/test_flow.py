@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from study.models import Answer, Trial
 from study.models import Participant as ParticipantRow
 from tests.study.conftest import Participant as Client
-from tests.study.conftest import attentive, run_through
+from tests.study.conftest import attentive, person, run_through
 
 
 def test_full_session_from_prolific_link_to_completion_code(participant, app):
@@ -22,7 +22,7 @@ def test_full_session_from_prolific_link_to_completion_code(participant, app):
     page = p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
     assert ("DONE123" in page) or ("FAIL456" in page)
     with app.extensions["hprune_db"].read() as db:
-        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID0001"))
+        row = db.scalar(select(ParticipantRow).where(person(study.key, "PID0001")))
         assert row.outcome in ("completed", "failed_attention")
         assert row.consent_version == "c1" and row.instructions_version == "i1"
 
@@ -38,7 +38,7 @@ def test_gold_trials_answered_correctly_complete_the_study(participant, app):
         n = db.scalar(
             select(func.count(Answer.id))
             .join(ParticipantRow, ParticipantRow.id == Answer.participant_id)
-            .where(ParticipantRow.external_id == "PID-gold")
+            .where(person(study.key, "PID-gold"))
         )
     assert n == 9  # 1 practice + 6 main + 1 gold + 1 repeat
 
@@ -66,14 +66,14 @@ def test_time_limit_ends_the_session_with_the_timed_out_code(participant, app):
     p, study = participant()
     body = p.start(pid="PID-late")
     with app.extensions["hprune_db"].write() as db:
-        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID-late"))
+        row = db.scalar(select(ParticipantRow).where(person(study.key, "PID-late")))
         row.deadline_at = utcnow() - timedelta(seconds=1)
     response = p.answer(body["trial"]["id"], choice="left")
     assert response.status_code == 410
     assert response.get_json()["redirect"].endswith("/end")
     assert "LATE789" in p.client.get(f"/s/{study.key}/end").get_data(as_text=True)
     with app.extensions["hprune_db"].read() as db:
-        row = db.scalar(select(ParticipantRow).where(ParticipantRow.external_id == "PID-late"))
+        row = db.scalar(select(ParticipantRow).where(person(study.key, "PID-late")))
         assert (row.phase, row.outcome) == ("end", "timed_out")
         assert db.scalar(select(func.count(Answer.id)).where(Answer.participant_id == row.id)) == 0
 
@@ -138,12 +138,12 @@ def test_a_fixed_criterion_order_and_specs_stored_before_it_existed(participant,
     from study.spec import StudySpec, parse_spec
 
     criteria = [{"name": "quality"}, {"name": "alignment"}]
-    p, _ = participant(criteria=criteria, criterion_order="fixed", practice_trials=0)
+    p, study = participant(criteria=criteria, criterion_order="fixed", practice_trials=0)
     body = p.start(pid="PID-fixed")
     assert body["trial"]["question"] == "Which image looks better?"
     with app.extensions["hprune_db"].read() as db:
         order = db.scalar(
-            select(ParticipantRow.criterion_order).where(ParticipantRow.external_id == "PID-fixed")
+            select(ParticipantRow.criterion_order).where(person(study.key, "PID-fixed"))
         )
     assert order == "quality|alignment"
     stored = json.loads(parse_spec({"name": "old", "criteria": criteria}).to_json())

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from study.models import Participant, Study
 from tests.study.conftest import Participant as Client
+from tests.study.conftest import person
 
 PROLIFIC = {"PROLIFIC_PID": "PID-owner", "STUDY_ID": "st-1", "SESSION_ID": "se-owner"}
 
@@ -101,7 +102,9 @@ def test_a_lab_id_resumes_elsewhere_only_with_its_resume_link(app, make_study):
     )
     with app.extensions["hprune_db"].read() as s:
         stored = s.scalar(
-            select(Participant.resume_hash).where(Participant.external_id == "lab:p01")
+            select(Participant.resume_hash)
+            .join(Study, Study.id == Participant.study_id)
+            .where(Study.public_key == study.key, Participant.external_id == "lab:p01")
         )
     assert stored and query["resume"] not in stored  # only a hash is kept
 
@@ -209,7 +212,7 @@ def test_sessions_started_before_the_upgrade_finish_the_way_they_began(app, make
     with app.extensions["hprune_db"].write() as s:
         s.execute(
             update(Participant)
-            .where(Participant.external_id == "PID-legacy")
+            .where(person(study.key, "PID-legacy"))
             .values(phase="consent", consented_at=None, viewport_width=None, viewport_height=None)
         )
     assert legacy.client.get(f"/s/{study.key}/consent").status_code == 200

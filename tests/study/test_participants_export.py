@@ -22,6 +22,7 @@ from tests.study.conftest import (
     attentive,
     import_spec,
     make_stimuli,
+    person,
     run_cli,
     run_through,
     serve_in_thread,
@@ -217,7 +218,7 @@ def test_a_participant_timed_out_by_someone_elses_assignment_still_gets_a_code(
     late.consent(id="late-lab")
     assert late.post("instructions").status_code == 303
     with app.extensions["hprune_db"].write() as db:
-        row = db.scalar(select(Row).where(Row.external_id == "lab:late-lab"))
+        row = db.scalar(select(Row).where(person(study.key, "lab:late-lab")))
         row.deadline_at = utcnow() - timedelta(seconds=1)
     Client(app.test_client(), study.key).start(pid="PIDlate-other")  # times the late one out
     page = late.client.get(f"/s/{study.key}/end", follow_redirects=True).get_data(as_text=True)

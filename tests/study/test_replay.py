@@ -14,7 +14,7 @@ from study.flow.identity import order_seed
 from study.flow.planning import plan
 from study.models import Participant, Stimulus, Study, Trial
 from study.spec import parse_spec
-from tests.study.conftest import BASE_SPEC, RANDOM_SEED, import_spec
+from tests.study.conftest import BASE_SPEC, RANDOM_SEED, import_spec, person
 from tests.study.conftest import Participant as Client
 
 #: Two criteria, so that the (counterbalanced) block order is part of what must replay.
@@ -113,7 +113,7 @@ def test_the_recorded_seed_replays_a_participants_trials(app, stimuli_dir):
     with app.extensions["hprune_db"].write() as s:  # the recorded seed, before trials exist
         s.execute(
             update(Participant)
-            .where(Participant.external_id == "PID-replayed")
+            .where(person(replay.key, "PID-replayed"))
             .values(order_seed=int(first["order_seed"]))
         )
     assert client.post("instructions").status_code == 303

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from study.db import alembic_config, upgrade
 from study.models import Participant, Stimulus, Study, TallyCell, TallyPair, Trial, utcnow
 from tests.study.conftest import Participant as Client
-from tests.study.conftest import run_through
+from tests.study.conftest import person, run_through
 
 ATTENTION = {"broken": 1, "repeat": 1, "max_failures": 0}
 
@@ -85,18 +85,18 @@ def _expected_answer(app, trial: dict, wrong: bool = False) -> dict:
     return {"choice": ["left", "right", "tie"][int(np.random.default_rng().integers(3))]}
 
 
-def _set_deadline_past(app, pid: str) -> None:
+def _set_deadline_past(app, key: str, pid: str) -> None:
     with app.extensions["hprune_db"].write() as s:
         s.execute(
             update(Participant)
-            .where(Participant.external_id == pid)
+            .where(person(key, pid))
             .values(deadline_at=utcnow() - timedelta(seconds=1))
         )
 
 
-def _outcome(app, pid: str) -> str | None:
+def _outcome(app, key: str, pid: str) -> str | None:
     with app.extensions["hprune_db"].read() as s:
-        return s.scalar(select(Participant.outcome).where(Participant.external_id == pid))
+        return s.scalar(select(Participant.outcome).where(person(key, pid)))
 
 
 def _drive(app, handle, tag: str) -> None:
@@ -119,21 +119,21 @@ def _drive(app, handle, tag: str) -> None:
     while body["phase"] == "trials":
         body = client.answer(body["trial"]["id"], **_expected_answer(app, body["trial"], True))
         body = body.get_json()
-    assert _outcome(app, f"{tag}-fails") == "failed_attention"
+    assert _outcome(app, key, f"{tag}-fails") == "failed_attention"
     check()
 
     late, body = start(f"{tag}-late")
     body = late.answer(body["trial"]["id"], **_expected_answer(app, body["trial"])).get_json()
-    _set_deadline_past(app, f"{tag}-late")
+    _set_deadline_past(app, key, f"{tag}-late")
     start(f"{tag}-next")  # an assignment times out who is past their limit
-    assert _outcome(app, f"{tag}-late") == "timed_out"
+    assert _outcome(app, key, f"{tag}-late") == "timed_out"
     assert late.answer(body["trial"]["id"], choice="left").status_code == 410
     check()
 
     late2, body = start(f"{tag}-late2")
-    _set_deadline_past(app, f"{tag}-late2")
+    _set_deadline_past(app, key, f"{tag}-late2")
     assert late2.answer(body["trial"]["id"], choice="left").status_code == 410
-    assert _outcome(app, f"{tag}-late2") == "timed_out"
+    assert _outcome(app, key, f"{tag}-late2") == "timed_out"
     check()
 
     declines = Client(app.test_client(), key)
