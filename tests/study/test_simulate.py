@@ -102,13 +102,13 @@ def test_simulated_study_recovers_the_true_ranking(app, db_url, make_study, sche
             oracle,
             Preferences(TRUTH, position_bias=1.0),
             base_url=base,
-            participants=20,
+            participants=32,  # enough that adjacent variants (1 logit apart) never swap
             concurrency=8,
             seed=3,
         )
     assert report.errors() == []
     assert set(report.outcomes()) <= {"completed", "failed_attention"}, report.outcomes()
-    assert report.outcomes().get("completed", 0) >= 15
+    assert report.outcomes().get("completed", 0) >= 24
     # every acknowledged answer is in the database, once
     assert _answer_count(app, handle.key) == report.answers
 
@@ -116,7 +116,7 @@ def test_simulated_study_recovers_the_true_ranking(app, db_url, make_study, sche
     assert list(scores.sort_values(ascending=False).index) == list(TRUTH)
 
     trials = _pair_trials(app, handle.key)
-    assert len(trials) >= 150
+    assert len(trials) >= 240
     for variant in VARIANTS:  # counterbalanced sides (the app's job, checked over a study)
         shown = [lv == variant for lv, rv, _ in trials if variant in (lv, rv)]
         assert abs(np.mean(shown) - 0.5) <= 0.02, f"{variant} left in {np.mean(shown):.3f}"

@@ -201,7 +201,7 @@ def test_image_aware_study_recovers_what_the_images_show(app, db_url, shapes_dir
     handle = import_spec(app, shapes_dir, **SPEC)
     runner = CliRunner()
     with serve_in_thread(app) as base:
-        args = ["study", "simulate", "-n", "12", "--url", base, "--study", handle.name]
+        args = ["study", "simulate", "-n", "24", "--url", base, "--study", handle.name]
         result = runner.invoke(
             main, [*args, "--observer", "image-aware", "--seed", "2"], env={"DATABASE_URL": db_url}
         )
