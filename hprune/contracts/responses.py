@@ -157,13 +157,6 @@ def read_table(path: Path) -> pd.DataFrame:
         raise UserError(f"cannot read {path}: {exc}") from exc
 
 
-def _export_file(folder: Path) -> Path:
-    for name in ("responses.parquet", "responses.csv"):
-        if (folder / name).is_file():
-            return folder / name
-    raise UserError(f"{folder} holds no responses.parquet or responses.csv")
-
-
 def export_file(folder: Path) -> Path:
     """The responses file of an export folder: the Parquet file, else the CSV."""
     for name in (RESPONSES_PARQUET, RESPONSES_CSV):

@@ -71,8 +71,9 @@ class RunSettings:
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    import bitsandbytes
-    import diffusers
+    # Versions from the installed metadata: importing bitsandbytes costs seconds of CPU,
+    # and an unquantised model never needs it.
+    from importlib.metadata import version
 
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
@@ -81,8 +82,8 @@ def _environment(device: torch.device) -> dict[str, Any]:
     return {
         "device_name": device_name,
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "bitsandbytes": bitsandbytes.__version__,
+        "diffusers": version("diffusers"),
+        "bitsandbytes": version("bitsandbytes"),
         "cpu_threads": torch.get_num_threads(),
     }
 
