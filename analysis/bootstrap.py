@@ -100,10 +100,30 @@ def make_plan(
 
 
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column alpha/2 and 1 - alpha/2 quantiles (rows with NaN are failed rounds)."""
+    """Per-column alpha/2 and 1 - alpha/2 quantiles (rows with NaN are failed rounds; NaN
+    bounds when no round succeeded)."""
     alpha = 1 - level
     ok = draws[np.all(np.isfinite(draws), axis=1)]
+    if len(ok) == 0:
+        unknown = np.full(draws.shape[1], np.nan)
+        return unknown, unknown.copy()
     low, high = np.quantile(ok, [alpha / 2, 1 - alpha / 2], axis=0)
+    return low, high
+
+
+def percentile_interval_by_column(
+    draws: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column quantiles over the rounds where that column exists (a resampled study
+    without any rater of a variant has no mean for it, but has one for the others); NaN
+    bounds for a column that exists in no round."""
+    alpha = 1 - level
+    finite = np.isfinite(draws)
+    low, high = np.full(draws.shape[1], np.nan), np.full(draws.shape[1], np.nan)
+    seen = finite.any(axis=0)
+    if seen.any():
+        kept = np.where(finite[:, seen], draws[:, seen], np.nan)
+        low[seen], high[seen] = np.nanquantile(kept, [alpha / 2, 1 - alpha / 2], axis=0)
     return low, high
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from analysis.bootstrap import BootstrapPlan, percentile_interval
+from analysis.bootstrap import BootstrapPlan, percentile_interval, percentile_interval_by_column
 from analysis.intervals import mean_halfwidth
 from hprune.errors import UserError
 
@@ -105,7 +105,7 @@ def add_bootstrap_intervals(
 ) -> pd.DataFrame:
     """``boot_low``/``boot_high``: participant-cluster percentile intervals of each mean."""
     columns, means = bootstrap_means(ratings, plan)
-    low, high = percentile_interval(means, level)
+    low, high = percentile_interval_by_column(means, level)
     index = {c: i for i, c in enumerate(columns)}
     keys = (table["criterion"] + "\x1f" + table["variant"]).map(index).to_numpy()
     return table.assign(boot_low=low[keys], boot_high=high[keys])

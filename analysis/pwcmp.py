@@ -333,8 +333,8 @@ def outlier_likelihoods(
     with np.errstate(invalid="ignore", divide="ignore"):
         likelihood = np.where(cells > 0, total / cells, np.nan)
     p_values = np.full(len(people), np.nan)
-    if scored:
-        person = np.concatenate([a for a, _, _ in scored])
+    person = np.concatenate([a for a, _, _ in scored]) if scored else np.zeros(0, dtype=int)
+    if person.size:  # somebody has a pair the others' scores can judge
         order = np.argsort(person, kind="stable")
         person = person[order]
         n_all = np.concatenate([b for _, b, _ in scored])[order]

@@ -10,6 +10,7 @@ from analysis.bootstrap import (
     bootstrap_paired,
     make_plan,
     percentile_interval,
+    percentile_interval_by_column,
     rank_interval,
     simultaneous_interval,
     trial_cells,
@@ -139,3 +140,22 @@ def test_percentile_intervals_cover_the_truth_on_a_small_run() -> None:
         hits.append((low[:5] <= centred) & (centred <= high[:5]))
     coverage = np.mean(hits)
     assert 0.8 <= coverage <= 1.0
+
+
+def test_intervals_when_rounds_fail_or_a_column_is_missing() -> None:
+    """Fits that failed (NaN rows) drop out together; a rated variant that a resampled study
+    happens to leave without raters drops out of that round alone; nothing left: NaN."""
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(400, 3))
+    gaps = draws.copy()
+    gaps[::4, 2] = np.nan  # the third column is missing from a quarter of the rounds
+    low, high = percentile_interval_by_column(gaps, 0.9)
+    expected = np.quantile(draws[np.arange(400) % 4 != 0, 2], [0.05, 0.95])
+    assert (low[2], high[2]) == pytest.approx(tuple(expected))
+    assert low[:2] == pytest.approx(np.quantile(draws[:, :2], 0.05, axis=0))
+    row_low, _ = percentile_interval(gaps, 0.9)  # a failed round drops every column
+    assert row_low[0] == pytest.approx(np.quantile(draws[np.arange(400) % 4 != 0, 0], 0.05))
+    nothing = np.full((5, 2), np.nan)
+    for interval in (percentile_interval, percentile_interval_by_column):
+        low, high = interval(nothing)
+        assert np.isnan(low).all() and np.isnan(high).all()
