@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.study.conftest import free_port
+from tests.study.conftest import PortTaken, on_a_free_port
 
 pytestmark = pytest.mark.slow
 
@@ -92,17 +92,33 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return files
 
 
-def wait_until_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stdout.read() if server.stdout else "server exited"
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"the server at {url} did not answer /healthz")
+def serve(command: list[str], cwd: Path, env: dict) -> tuple[str, subprocess.Popen]:
+    """``command --port N`` on a free port, answering ``/healthz``: its URL and process (on
+    another port when another process took the chosen one before the server bound it)."""
+
+    def start(port: int) -> subprocess.Popen:
+        server = subprocess.Popen(
+            [*command, "--port", str(port)],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                output = server.stdout.read()
+                if f"cannot serve on 127.0.0.1:{port}" in output:
+                    raise PortTaken(port)
+                raise AssertionError(output)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    if r.status == 200:
+                        return server
+            except OSError:
+                time.sleep(0.5)
+        server.kill()
+        raise AssertionError(f"the server on port {port} did not answer /healthz")
+
+    port, server = on_a_free_port(start)
+    return f"http://127.0.0.1:{port}", server
 
 
 def test_an_installed_hprune_keeps_study_data_outside_the_installed_packages(
@@ -141,14 +157,8 @@ def test_an_installed_hprune_keeps_study_data_outside_the_installed_packages(
     )  # fmt: skip
     assert f"  image copies in {instance / 'media'}" in imported.stdout.splitlines()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [installed.bin("hprune"), "study", "serve", "--port", str(port), "--workers", "1"],
-        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    url, server = serve([installed.bin("hprune"), "study", "serve", "--workers", "1"], work, env)
     try:
-        wait_until_healthy(url, server)
         simulated = hprune("study", "simulate", "-n", "1", "--url", url)
     finally:
         server.terminate()

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -331,12 +330,6 @@ def test_parse_seeds():
             parse_seeds(bad)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sharded_render_over_two_processes_equals_one_process(setup, rendered, tmp_path):
     """``torchrun`` (what ``accelerate launch`` runs) with 2 CPU processes: the same images, no more, no fewer."""
@@ -348,7 +341,7 @@ def test_sharded_render_over_two_processes_equals_one_process(setup, rendered, t
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+        "--standalone",  # the rendezvous binds a free port itself (no pick-then-bind race)
         "-m", "hprune.cli", "render", "--variants", str(two), "--prompts", str(prompts_file),
         "--seeds", "0-1", "--out", str(out), "--batch-size", "2",
     ]  # fmt: skip
