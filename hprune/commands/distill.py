@@ -154,7 +154,7 @@ from hprune.commands.options import overwrite_option
     "--checkpoint-dir",
     type=click.Path(),
     default=None,
-    help="Where the training state goes [default: OUT.checkpoints].",
+    help="Where the training state goes [default: OUT.checkpoints, removed once OUT is written].",
 )
 @click.option(
     "--keep-checkpoints",

@@ -100,6 +100,7 @@ def test_distilled_student_learns_keeps_frozen_prefix_and_reloads(world, referen
     from generation.model_record import read_record
     from generation.store.loading import load_pipeline
 
+    assert not Path(f"{reference}.checkpoints").exists()  # the default checkpoints go with success
     log = json.loads((reference / "distill_log.json").read_text())
     losses = [row["output_kd"] for row in log["losses"]]
     assert len(losses) == STEPS // 2
@@ -150,12 +151,28 @@ def test_resume_after_a_forced_stop_is_exact(world, reference) -> None:
     again = run(world, "resumed", ok=False)
     assert again.exit_code == 2 and "--resume" in again.output
     run(world, "resumed", "--resume")
+    assert not (world["root"] / "resumed.checkpoints").exists()
     ref, resumed = weights(reference), weights(world["root"] / "resumed")
     assert all(torch.equal(ref[k], resumed[k]) for k in ref)
     log = json.loads((world["root"] / "resumed" / "distill_log.json").read_text())
     ref_log = json.loads((reference / "distill_log.json").read_text())
     assert [r["total"] for r in log["losses"]] == [r["total"] for r in ref_log["losses"]]
     assert [r["from_step"] for r in log["runs"]] == [0, 5]
+
+
+def test_checkpoints_in_a_named_folder_are_kept(world, tmp_path) -> None:
+    run(
+        world,
+        "kept",
+        "--checkpoint-dir",
+        tmp_path / "ckpt",
+        "--steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+    )
+    assert (world["root"] / "kept").is_dir() and (tmp_path / "ckpt" / "losses.jsonl").is_file()
+    assert (tmp_path / "ckpt" / "step-00000002" / "progress.json").is_file()
 
 
 def test_shared_prefix_computes_exactly_what_the_full_student_computes(world, reference) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -198,6 +199,9 @@ def distill(config: DistillConfig) -> DistillResult:
         with atomic_output_dir(out, overwrite=config.overwrite) as tmp:
             save_student(pair, final, tmp, entry)
             atomic_write_text(tmp / "distill_log.json", json.dumps(run_log.as_dict(), indent=1))
+        if config.checkpoint_dir is None:
+            # The default checkpoints only serve to finish this run: OUT now holds the result.
+            shutil.rmtree(ckpt_root, ignore_errors=True)
     accelerator.wait_for_everyone()
     return DistillResult(out, step, run_log.history, False, accelerator.is_main_process)
 
