@@ -18,15 +18,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.study.conftest import PortTaken, on_a_free_port
+from tests.study.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -92,35 +90,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return files
 
 
-def serve(command: list[str], cwd: Path, env: dict) -> tuple[str, subprocess.Popen]:
-    """``command --port N`` on a free port, answering ``/healthz``: its URL and process (on
-    another port when another process took the chosen one before the server bound it)."""
-
-    def start(port: int) -> subprocess.Popen:
-        server = subprocess.Popen(
-            [*command, "--port", str(port)],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                output = server.stdout.read()
-                if f"cannot serve on 127.0.0.1:{port}" in output:
-                    raise PortTaken(port)
-                raise AssertionError(output)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    if r.status == 200:
-                        return server
-            except OSError:
-                time.sleep(0.5)
-        server.kill()
-        raise AssertionError(f"the server on port {port} did not answer /healthz")
-
-    port, server = on_a_free_port(start)
-    return f"http://127.0.0.1:{port}", server
-
-
 def test_an_installed_hprune_keeps_study_data_outside_the_installed_packages(
     installed: Installed, tmp_path
 ) -> None:
@@ -157,12 +126,10 @@ def test_an_installed_hprune_keeps_study_data_outside_the_installed_packages(
     )  # fmt: skip
     assert f"  image copies in {instance / 'media'}" in imported.stdout.splitlines()
 
-    url, server = serve([installed.bin("hprune"), "study", "serve", "--workers", "1"], work, env)
-    try:
-        simulated = hprune("study", "simulate", "-n", "1", "--url", url)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    serve = [installed.bin("hprune"), "study", "serve", "--workers", "1", "--port"]
+    port, server = serving(lambda port: [*serve, str(port)], env, tmp_path / "serve.log", cwd=work)
+    with server:
+        simulated = hprune("study", "simulate", "-n", "1", "--url", f"http://127.0.0.1:{port}")
     assert "participants: completed 1" in simulated.stdout, simulated.stdout
 
     hprune("study", "export", "--out", "export")

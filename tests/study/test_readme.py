@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from hprune.contracts.participants import read_participants
-from tests.study.test_serve import BIN, ROOT, serving
+from tests.study.servers import BIN, ROOT, serving
 
 
 def readme_study_commands() -> list[str]:
