@@ -100,7 +100,7 @@ def train(
     log_path,
     overwrite,
 ) -> None:
-    """Train the mini teacher (VAE, then MMDiT and text encoders) from a seed, on the CPU.
+    """Train the mini teacher (VAE, then the MMDiT; the text encoders stay frozen) from a seed, on the CPU.
 
     Writes a StableDiffusion3Pipeline folder with train_config.json, train_log.jsonl and
     mini_teacher.json (sizes, render settings, timings, held-out mini-GenEval scores).
