@@ -86,6 +86,9 @@ class Step:
     name: str
     args: tuple[str, ...]
     output: Path
+    # the command splits its own work over processes (``hprune render`` under torchrun):
+    # with ``jobs > 1`` it runs as that many processes instead of beside other steps
+    shardable: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,7 @@ def plan(config: PaperConfig) -> list[Step]:
              "--seeds", config.eval_seeds, "--batch-size", "16", "--out", str(w / "stimuli"),
              *(("--per-category", str(config.eval_per_category)) if config.eval_per_category else ())),
             w / "stimuli" / "manifest.csv",
+            shardable=True,
         )
     )  # fmt: skip
     steps.append(
@@ -325,17 +329,28 @@ def write_variants_yaml(path: Path, rows: Sequence[PaperVariant], render: dict) 
 
 
 def run_step(
-    step: Step, *, echo=print, log: Path | None = None, env: dict | None = None
+    step: Step,
+    *,
+    echo=print,
+    log: Path | None = None,
+    env: dict | None = None,
+    processes: int = 1,
 ) -> float | None:
     """Run one ``hprune`` command in a subprocess unless its output exists already; its wall
     seconds (None when skipped).
 
-    With ``log`` the command's output goes to that file (parallel steps would interleave).
+    With ``log`` the command's output goes to that file (parallel steps would interleave);
+    with ``processes > 1`` a shardable step runs under ``torchrun --standalone`` (its
+    rendezvous binds a free port itself).
     """
     if step.output.exists():
         echo(f"[skip] {step.name}: {step.output} exists")
         return None
-    command = [sys.executable, "-m", "hprune.cli", *step.args]
+    launcher = ["-m", "hprune.cli"]
+    if step.shardable and processes > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(processes), *launcher]  # fmt: skip
+    command = [sys.executable, *launcher, *step.args]
     echo(f"[run]  hprune {' '.join(step.args)}")
     start = time.perf_counter()
     if log is None:
@@ -370,7 +385,8 @@ def run_steps(
     The chain's models are small, and a small model's step is mostly per-operation
     overhead that a second torch thread barely shortens; two one-thread processes side by
     side finish a stage sooner than one two-thread process after another. So with
-    ``jobs > 1`` every step runs with one torch thread and logs to ``logs/<step>.log``.
+    ``jobs > 1`` every step runs with one torch thread and logs to ``logs/<step>.log``,
+    and a stage that is one shardable step (the render) runs as ``jobs`` processes.
     """
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -393,10 +409,17 @@ def run_steps(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else None
     ordered = sorted(steps, key=_stage)  # stable: plan order within a stage
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for stage, group in groupby(ordered, key=_stage):
-            group, start = list(group), time.perf_counter()
+        for stage, of_stage in groupby(ordered, key=_stage):
+            group, start = list(of_stage), time.perf_counter()
             if jobs <= 1:
                 seconds = {step.name: run_step(step, echo=echo) for step in group}
+            elif len(group) == 1 and group[0].shardable:
+                step = group[0]
+                seconds = {
+                    step.name: run_step(
+                        step, echo=echo, log=logs / f"{step.name}.log", env=env, processes=jobs
+                    )
+                }
             elif STAGES[stage] in SOLO_STAGES:
                 seconds = {
                     step.name: run_step(step, echo=echo, log=logs / f"{step.name}.log")
@@ -487,6 +510,7 @@ def demo_plan(config: PaperConfig, out: Path = DEMO_DIR) -> list[Step]:
              "--per-category", str(DEMO_PER_CATEGORY), "--seeds", DEMO_SEEDS,
              "--batch-size", "16", "--out", str(out)),
             out / "manifest.csv",
+            shardable=True,
         ),
         Step(
             "demo-score",

@@ -90,6 +90,31 @@ def test_steps_run_side_by_side_skip_what_exists_and_report_a_failure(tmp_path) 
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_a_shardable_step_runs_as_jobs_processes(tmp_path) -> None:
+    """With ``jobs=2`` the render stage is one ``hprune render`` under torchrun: each of the two
+    processes renders half the images, and the folder holds all of them once."""
+    from generation.mini import EVALUATION_PROMPTS
+    from generation.mini.teacher import RENDER_OPTIONS, TEACHER_DIR
+
+    rows = [paper.PaperVariant(n, n, "-", TEACHER_DIR) for n in ("original", "again")]
+    variants_yaml = tmp_path / "variants.yaml"
+    paper.write_variants_yaml(variants_yaml, rows, {**RENDER_OPTIONS, "steps": 2})
+    out = tmp_path / "stimuli"
+    step = paper.Step(
+        "render",
+        ("render", "--variants", str(variants_yaml), "--prompts", str(EVALUATION_PROMPTS),
+         "--per-category", "1", "--seeds", "0", "--batch-size", "4", "--out", str(out)),
+        out / "manifest.csv",
+        shardable=True,
+    )  # fmt: skip
+    paper.run_steps([step], jobs=2, logs=tmp_path / "logs", echo=lambda _: None)
+    log = (tmp_path / "logs" / "render.log").read_text()
+    assert "12 images" in log and "6 rendered here" in log, log[-2000:]
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 12 and manifest["image_id"].is_unique
+
+
 def test_claims_are_tested_pairwise_with_holm(tmp_path) -> None:
     """Synthetic verdicts: HPP clearly above BK-SDM at 30%, equal to KOALA; the seed twin equal."""
     from generation.mini.report import claim_tests
